@@ -30,7 +30,7 @@ from fraud_assets.core.registry import (
 )
 from fraud_assets.core.render import markdown_table
 from fraud_assets.core.scoring import OnnxScorer
-from fraud_assets.core.splits import SplitConfig, time_split
+from fraud_assets.core.splits import SplitConfig, recency_weights, time_split
 from fraud_assets.core.training import TrainConfig, save_native, to_onnx, train_model
 from fraud_assets.datasets import read_history
 from fraud_assets.features import feature_set, load_feature_set
@@ -50,6 +50,9 @@ HEADLINE = (
     "precision_at_100",
 )
 BUNDLE = ("models", "latest")
+REFERENCE_FILE = "reference.parquet"
+# A sample of the training window, with scores, that drift reports compare against.
+REFERENCE_ROWS = 50_000
 
 
 class FraudModelConfig(dg.Config):
@@ -72,6 +75,10 @@ class FraudModelConfig(dg.Config):
     false_decline_cost: float = 15.0
     """What declining a genuine customer costs (review and churn), in the data's currency."""
     baselines: dict[str, str] = DEFAULT_BASELINES
+    recent_days: float | None = None
+    """Data strategy: weigh the last `recent_days` of the training window at `recent_weight`
+    of the total and the older history at the rest. Empty: every row weighs the same."""
+    recent_weight: float = 0.7
     seed: int = 7
 
     def train_config(self) -> TrainConfig:
@@ -150,6 +157,11 @@ def fraud_model(
     y = pd.to_numeric(features["is_fraud"], errors="coerce").fillna(0).to_numpy(np.int8)
     amount = features["amount"].to_numpy(np.float64) if "amount" in features else np.ones(len(y))
     train_cfg = config.train_config()
+    weights = None
+    if config.recent_days:
+        weights = recency_weights(
+            features["timestamp"], split.train, config.recent_days, config.recent_weight
+        )[split.train]
     model = train_model(
         x[split.train],
         split.train_labels[split.train],
@@ -157,6 +169,7 @@ def fraud_model(
         y[split.valid],
         list(spec.features),
         train_cfg,
+        sample_weight=weights,
     )
     cost = CostModel(config.false_decline_cost)
     valid_score = model.predict_proba(x[split.valid])
@@ -187,6 +200,17 @@ def fraud_model(
         }
     ).to_parquet(bundle / "test_scores.parquet", index=False)
 
+    train_rows = np.flatnonzero(split.train)
+    rng = np.random.default_rng(config.seed)
+    reference_rows = np.sort(
+        rng.choice(train_rows, size=min(REFERENCE_ROWS, len(train_rows)), replace=False)
+    )
+    reference = features.iloc[reference_rows][["transaction_id", "timestamp", *spec.features]]
+    reference = reference.assign(
+        is_fraud=y[reference_rows], score=model.predict_proba(x[reference_rows])
+    )
+    reference.to_parquet(bundle / REFERENCE_FILE, index=False)
+
     pr_png = pr_curve_png(y_test, test_score, threshold)
     roc_png = roc_curve_png(y_test, test_score)
     cm_png = confusion_matrix_png(
@@ -203,6 +227,8 @@ def fraud_model(
                 "feature_count": len(spec.features),
                 "false_decline_cost": config.false_decline_cost,
                 "label_delay_days": config.label_delay_days,
+                "recent_days": config.recent_days,
+                "recent_weight": config.recent_weight if config.recent_days else None,
                 **{f"split_{k}": v for k, v in split.describe().items()},
                 "best_iteration": model.best_iteration,
                 "dagster_run_id": context.run.run_id,
@@ -233,7 +259,12 @@ def fraud_model(
             onnx.load_from_string(onnx_bytes),
             name="model",
             registered_model_name=mlflow.model_name,
-            extra_files=[str(native_path), str(bundle / SPEC_FILE), str(bundle / INFO_FILE)],
+            extra_files=[
+                str(native_path),
+                str(bundle / SPEC_FILE),
+                str(bundle / INFO_FILE),
+                str(bundle / REFERENCE_FILE),
+            ],
             save_as_external_data=False,
             pip_requirements=["onnx", "onnxruntime"],
             metadata={"threshold": threshold, "feature_spec_version": spec.version},

@@ -104,3 +104,29 @@ def time_split(
     return TimeSplit(
         train, valid, test, train_labels, train_end, valid_end, start, end, delayed_out, relabelled
     )
+
+
+def recency_weights(
+    timestamp: pd.Series,
+    train: np.ndarray,
+    recent_days: float,
+    recent_share: float = 0.7,
+) -> np.ndarray:
+    """Per-row training weights so that the last `recent_days` of the training window carry
+    `recent_share` of the total weight and the older history the rest.
+
+    Retraining after drift uses this: the newest behaviour dominates, while history keeps
+    fraud patterns that are rare in the recent window. Rows outside `train` get weight 0.
+    """
+    ts = pd.to_datetime(timestamp, utc=True)
+    cutoff = ts[train].max() - pd.Timedelta(days=recent_days)
+    recent = train & (ts > cutoff).to_numpy()
+    older = train & ~recent
+    weights = np.zeros(len(ts), dtype=np.float64)
+    if recent.any() and older.any():
+        n = float(train.sum())
+        weights[recent] = recent_share * n / recent.sum()
+        weights[older] = (1.0 - recent_share) * n / older.sum()
+    else:
+        weights[train] = 1.0
+    return weights

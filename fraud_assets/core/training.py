@@ -93,11 +93,17 @@ def train_model(
     y_valid: np.ndarray,
     feature_names: list[str],
     config: TrainConfig,
+    sample_weight: np.ndarray | None = None,
 ) -> TrainedModel:
-    """Fit on the training window; the validation window drives early stopping only."""
+    """Fit on the training window; the validation window drives early stopping only.
+
+    `sample_weight` (one per training row) lets retraining weigh recent data above history;
+    resampling strategies (smote, undersample) ignore it, since they rebuild the rows.
+    """
     x_train = np.asarray(x_train, dtype=np.float32)
     x_valid = np.asarray(x_valid, dtype=np.float32)
     x_fit, y_fit = _resample(x_train, np.asarray(y_train), config.imbalance, config.seed)
+    weights = sample_weight if config.imbalance in ("class_weight", "none") else None
     pos = max(float(y_fit.sum()), 1.0)
     ratio = (len(y_fit) - pos) / pos
     params = config.resolved_params()
@@ -114,7 +120,7 @@ def train_model(
             random_state=config.seed,
             n_jobs=config.n_jobs,
         )
-        model.fit(x_fit, y_fit, eval_set=[(x_valid, y_valid)], verbose=False)
+        model.fit(x_fit, y_fit, sample_weight=weights, eval_set=[(x_valid, y_valid)], verbose=False)
         best = getattr(model, "best_iteration", None)
         if best is not None:
             # Keep only the trees early stopping chose, so native and ONNX agree exactly.
@@ -133,7 +139,7 @@ def train_model(
             n_jobs=config.n_jobs,
             verbose=-1,
         )
-        model.fit(x_fit, y_fit)
+        model.fit(x_fit, y_fit, sample_weight=weights)
         return TrainedModel("lightgbm", model, feature_names, params)
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
@@ -145,7 +151,7 @@ def train_model(
             **params, class_weight="balanced" if weighted else None, random_state=config.seed
         ),
     )
-    model.fit(x_fit.astype(np.float64), y_fit)
+    model.fit(x_fit.astype(np.float64), y_fit, logisticregression__sample_weight=weights)
     return TrainedModel("logistic", model, feature_names, params)
 
 
@@ -179,14 +185,6 @@ def to_onnx(model: TrainedModel) -> bytes:
             target_opset=17,
         )
     return onx.SerializeToString()
-
-
-def probability_output(session: Any) -> str:
-    """Name of the ONNX output that holds class probabilities."""
-    for out in session.get_outputs():
-        if "prob" in out.name.lower():
-            return out.name
-    return session.get_outputs()[-1].name
 
 
 def save_native(model: TrainedModel, folder: Path) -> Path:
