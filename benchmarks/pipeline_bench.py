@@ -18,7 +18,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from fraud_assets import datasets, features, models
+from fraud_assets import datasets, features, models, serving_state
 from fraud_pipelines.sandbox import (
     ASSET_PARTITION_RANGE_END,
     ASSET_PARTITION_RANGE_START,
@@ -36,7 +36,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as folder:
         sandbox = make_platform(Path(folder), rows=args.rows, days=args.days)
         generated = time.perf_counter() - started
-        assets = dg.load_assets_from_modules([datasets, features, models])
+        assets = dg.load_assets_from_modules([datasets, features, models, serving_state])
         t0 = time.perf_counter()
         result = dg.materialize(
             assets,

@@ -22,6 +22,9 @@ class TransactionsConfig(dg.Config):
     dataset_config: str | None = None
     """Path of a dataset config (YAML); empty means FRAUD_DATASET_CONFIG or the bundled
     synthetic dataset."""
+    merge: bool = False
+    """Merge into days already ingested (keeping their rows) instead of replacing them; the
+    landing sensor uses this for files that add to a day."""
 
 
 def content_hash(frame: pd.DataFrame) -> str:
@@ -87,13 +90,19 @@ def transactions(
     outside = int(len(valid) - len(selected) - too_early.sum())
     written = []
     for key, part in selected.groupby(day[day.isin(days)].to_numpy(), sort=True):
-        frame = sort_canonical(part)
-        frame.to_parquet(lake.day_file(str(key)), index=False)
+        path = lake.day_file(str(key))
+        if config.merge and path.exists():
+            existing = pd.read_parquet(path)
+            part = pd.concat([existing, part], ignore_index=True).drop_duplicates(
+                "transaction_id", keep="first"
+            )
+        sort_canonical(part).to_parquet(path, index=False)
         written.append(str(key))
-    for key in sorted(days - set(written)):
-        path = lake.day_file(key)
-        if path.exists():
-            path.unlink()
+    if not config.merge:
+        for key in sorted(days - set(written)):
+            path = lake.day_file(key)
+            if path.exists():
+                path.unlink()
     rejects_path = None
     if len(rejects):
         tag = f"{cfg.name}_{min(days)}_{max(days)}"

@@ -10,6 +10,14 @@ import numpy as np
 import pandas as pd
 
 from fraud_assets.core.baselines import DEFAULT_BASELINES, evaluate_baselines
+from fraud_assets.core.bias import (
+    BiasResult,
+    BiasThresholds,
+    ProtectedAttribute,
+    compute_bias,
+    render_bias_table,
+)
+from fraud_assets.core.drift import CRITICAL, compute_drift
 from fraud_assets.core.features import FeatureSpec, compute_features
 from fraud_assets.core.metrics import CostModel, cost_optimal_threshold, evaluate
 from fraud_assets.core.plots import (
@@ -38,6 +46,8 @@ from fraud_pipelines.resources import DataLake, MlflowTracking
 
 ONNX_PARITY_CHECK = "onnx_matches_native"
 BASELINE_CHECK = "meets_baselines"
+FAIRNESS_CHECK = "fair_to_protected_groups"
+GATES = (ONNX_PARITY_CHECK, BASELINE_CHECK, FAIRNESS_CHECK)
 PARITY_TOLERANCE = 1e-5
 HEADLINE = (
     "average_precision",
@@ -51,7 +61,7 @@ HEADLINE = (
 )
 BUNDLE = ("models", "latest")
 REFERENCE_FILE = "reference.parquet"
-# A sample of the training window, with scores, that drift reports compare against.
+# A sample of the validation window, with scores, that drift reports compare against.
 REFERENCE_ROWS = 50_000
 
 
@@ -79,6 +89,15 @@ class FraudModelConfig(dg.Config):
     """Data strategy: weigh the last `recent_days` of the training window at `recent_weight`
     of the total and the older history at the rest. Empty: every row weighs the same."""
     recent_weight: float = 0.7
+    fairness_attributes: list[str] = ["gender", "age"]  # noqa: RUF012
+    """Protected attributes the fairness gate compares (age is binned by `age_bins`)."""
+    age_bins: list[float] = [18, 25, 35, 50, 65, 120]  # noqa: RUF012
+    disparate_impact_critical: float = 0.8
+    fairness_gate_metrics: list[str] = ["fpr_gap"]  # noqa: RUF012
+    """Metrics whose CRITICAL status blocks promotion. The default gates on the false-positive
+    gap (good customers of one group wrongly declined more often). Add "disparate_impact" to
+    gate on decline-rate ratios too; they also move when groups' fraud rates differ, so on
+    their own they can punish an accurate model. Every metric is reported either way."""
     seed: int = 7
 
     def train_config(self) -> TrainConfig:
@@ -119,6 +138,15 @@ def _log_png(mlflow_module: object, png: bytes, name: str) -> None:
             asset="fraud_model",
             blocking=True,
             description="Test-window metrics meet every configured baseline.",
+        ),
+        dg.AssetCheckSpec(
+            FAIRNESS_CHECK,
+            asset="fraud_model",
+            blocking=True,
+            description="At the model's threshold on the test window, no protected group's "
+            "good customers are wrongly declined significantly more often than another's "
+            "(FPR gap; configurable to gate on disparate impact too). All fairness metrics "
+            "are reported.",
         ),
     ],
 )
@@ -200,16 +228,48 @@ def fraud_model(
         }
     ).to_parquet(bundle / "test_scores.parquet", index=False)
 
-    train_rows = np.flatnonzero(split.train)
+    # The drift reference is the validation window: out-of-sample scores (training-window
+    # scores are overfit) on history that is warm (the first days of any history have every
+    # user "new" and short velocity windows), and the period closest to serving.
+    valid_rows = np.flatnonzero(split.valid)
     rng = np.random.default_rng(config.seed)
     reference_rows = np.sort(
-        rng.choice(train_rows, size=min(REFERENCE_ROWS, len(train_rows)), replace=False)
+        rng.choice(valid_rows, size=min(REFERENCE_ROWS, len(valid_rows)), replace=False)
     )
     reference = features.iloc[reference_rows][["transaction_id", "timestamp", *spec.features]]
     reference = reference.assign(
         is_fraud=y[reference_rows], score=model.predict_proba(x[reference_rows])
     )
     reference.to_parquet(bundle / REFERENCE_FILE, index=False)
+
+    history = read_history(lake)
+    test_frame = pd.DataFrame(
+        {
+            "transaction_id": features.loc[split.test, "transaction_id"].to_numpy(),
+            "score": test_score,
+            "is_fraud": y_test,
+        }
+    )
+    fairness = bias_of_scores(
+        history,
+        test_frame,
+        threshold,
+        protected_attributes(config.fairness_attributes, config.age_bins),
+        BiasThresholds(disparate_impact_critical=config.disparate_impact_critical),
+    )
+    fairness_ok = fairness is None or not any(
+        a.metrics[m].status == CRITICAL
+        for a in fairness.attributes
+        # Intersections (gender x age band) have small, noisy groups: they are reported for a
+        # person to review, while single attributes gate promotion.
+        if len(a.columns) == 1
+        for m in config.fairness_gate_metrics
+        if m in a.metrics
+    )
+    test_features = features.loc[split.test, list(spec.features)].assign(score=test_score)
+    drift_at_training = compute_drift(
+        reference, test_features, list(spec.features), score_col="score"
+    )
 
     pr_png = pr_curve_png(y_test, test_score, threshold)
     roc_png = roc_curve_png(y_test, test_score)
@@ -250,6 +310,14 @@ def fraud_model(
                 "test_metrics": test_metrics,
                 "split": split.describe(),
                 "false_decline_cost": config.false_decline_cost,
+                "fairness": fairness.to_dict() if fairness else None,
+                "drift_test_vs_training": {
+                    "status": drift_at_training.status,
+                    "worst_features": drift_at_training.worst_features[:5],
+                    "psi": {r.feature: r.psi for r in drift_at_training.features},
+                },
+                "trained_at": pd.Timestamp.now(tz="UTC").isoformat(),
+                "rows": {"train": int(split.train.sum()), "test": int(split.test.sum())},
             },
         )
         (bundle / INFO_FILE).write_text(info)
@@ -279,6 +347,7 @@ def fraud_model(
         "dagster_run_id": context.run.run_id,
         ONNX_PARITY_CHECK: "passed" if parity_ok else "failed",
         BASELINE_CHECK: "passed" if baselines_ok else "failed",
+        FAIRNESS_CHECK: "passed" if fairness_ok else "failed",
         **{f"test_{k}": f"{test_metrics[k]:.6f}" for k in HEADLINE},
     }
     for key, value in tags.items():
@@ -351,7 +420,51 @@ def fraud_model(
             },
         ),
     ]
+    checks.append(
+        dg.AssetCheckResult(
+            check_name=FAIRNESS_CHECK,
+            passed=fairness_ok,
+            severity=dg.AssetCheckSeverity.ERROR,
+            metadata={
+                "status": fairness.status if fairness else "no protected attributes",
+                "report": dg.MetadataValue.md(
+                    render_bias_table(fairness) if fairness else "no protected attributes"
+                ),
+            },
+        )
+    )
     return dg.MaterializeResult(metadata=metadata, check_results=checks)
+
+
+def protected_attributes(names: list[str], age_bins: list[float]) -> list[ProtectedAttribute]:
+    """The configured protected attributes; age is binned, categorical ones are not."""
+    return [
+        ProtectedAttribute(n, bins=age_bins, name="age_band")
+        if n == "age"
+        else ProtectedAttribute(n)
+        for n in names
+    ]
+
+
+def bias_of_scores(
+    history: pd.DataFrame,
+    scores: pd.DataFrame,
+    threshold: float,
+    attributes: list[ProtectedAttribute],
+    thresholds: BiasThresholds,
+    n_bootstrap: int = 200,
+) -> BiasResult | None:
+    """Bias of the decisions at `threshold` for scored transactions (`transaction_id`,
+    `score`, `is_fraud`), with protected attributes looked up in the ingested history.
+    None when the dataset has none of the attributes."""
+    present = [a for a in attributes if a.column in history.columns]
+    if not present:
+        return None
+    attrs = history.set_index("transaction_id")[[a.column for a in present]]
+    frame = scores.join(attrs, on="transaction_id")
+    return compute_bias(
+        frame, "is_fraud", "score", threshold, present, thresholds, n_bootstrap=n_bootstrap
+    )
 
 
 class PromotionConfig(dg.Config):

@@ -94,6 +94,9 @@ def up(settings: Settings, rows: int, skip_materialize: bool) -> int:
     ensure_sample_data(settings, rows)
     if not skip_materialize and not materialize(settings):
         return 1
+    from serving.keys import ApiKeys
+
+    demo_key = ApiKeys(settings.platform_db_url).create(f"quickstart-{int(time.time())}")
     home = _dagster_home(settings)
     logs = settings.home / "logs"
     logs.mkdir(parents=True, exist_ok=True)
@@ -156,6 +159,7 @@ def up(settings: Settings, rows: int, skip_materialize: bool) -> int:
     for name, (_, url) in services.items():
         print(f"  {name:12s} {url}")
     print("  API docs     " + services["Scoring API"][1] + "/docs")
+    print(f"  API key      {demo_key}   (header X-API-Key; manage with python -m serving.keys)")
     print("Press Ctrl-C to stop.\n")
     stopping = False
 
@@ -195,8 +199,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     start = sub.add_parser("up", help="sample data, materialize, start the UIs")
     start.add_argument("--rows", type=int, default=200_000)
     start.add_argument("--skip-materialize", action="store_true")
-    args = parser.parse_args(argv)
+    sub.add_parser("alerts", help="list, acknowledge or dismiss alerts", add_help=False)
+    argv = list(sys.argv[1:] if argv is None else argv)
     settings = Settings.from_env()
+    if argv[:1] == ["alerts"]:
+        from fraud_assets.core.alerts import main as alerts_main
+
+        rest = argv[1:]
+        if "--db-url" not in rest and rest and not rest[0].startswith("-"):
+            rest = [rest[0], "--db-url", settings.platform_db_url, *rest[1:]]
+        return alerts_main(rest)
+    args = parser.parse_args(argv)
     if args.command == "materialize":
         return 0 if materialize(settings, args.dataset_config) else 1
     if args.command in ("rollback", "promotions"):

@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import dagster as dg
+import sqlalchemy as sa
 
+from fraud_assets.core.alerts import AlertStore, WebhookNotifier
 from fraud_assets.core.ingest import DatasetConfig, load_dataset_config
 from fraud_assets.core.registry import Registry
 from fraud_pipelines.settings import Settings
+
+if TYPE_CHECKING:
+    from serving.online_store import OnlineStore
 
 
 class DataLake(dg.ConfigurableResource):
@@ -83,6 +90,37 @@ class MlflowTracking(dg.ConfigurableResource):
         return f"{self.ui_url}/#/models/{self.model_name}/versions/{version}"
 
 
+class AlertsResource(dg.ConfigurableResource):
+    """Where alerts are stored (the platform database) and the webhook that hears of them."""
+
+    db_url: str
+    webhook_url: str | None = None
+
+    def store(self) -> AlertStore:
+        notifier = WebhookNotifier(self.webhook_url) if self.webhook_url else None
+        return AlertStore(self.db_url, notifier=notifier)
+
+
+class PredictionLogSource(dg.ConfigurableResource):
+    """The scoring service's prediction log and feedback tables (SQLAlchemy URL)."""
+
+    url: str
+
+    def engine(self) -> sa.Engine:
+        return sa.create_engine(self.url, future=True)
+
+
+class OnlineStoreResource(dg.ConfigurableResource):
+    """The scoring service's online feature store: a SQLite path or a redis:// URL."""
+
+    url: str
+
+    def open(self) -> OnlineStore:
+        from serving.online_store import open_store
+
+        return open_store(self.url)
+
+
 def build_resources(settings: Settings | None = None) -> dict[str, dg.ConfigurableResource]:
     """The platform's resources for this deployment, chosen from the environment."""
     s = settings or Settings.from_env()
@@ -99,4 +137,12 @@ def build_resources(settings: Settings | None = None) -> dict[str, dg.Configurab
             if s.mlflow_tracking_uri.startswith("sqlite")
             else None,
         ),
+        "alerts": AlertsResource(
+            db_url=s.platform_db_url,
+            webhook_url=dg.EnvVar("FRAUD_ALERT_WEBHOOK_URL")
+            if os.environ.get("FRAUD_ALERT_WEBHOOK_URL")
+            else None,
+        ),
+        "prediction_log": PredictionLogSource(url=s.prediction_log_url),
+        "online_store": OnlineStoreResource(url=s.online_store_url),
     }

@@ -24,6 +24,17 @@ class Platform:
     first_day: str
     last_day: str
 
+    def env(self) -> dict[str, str]:
+        """Environment variables that point a process (e.g. the scoring service) here."""
+        return {
+            "FRAUD_HOME": str(self.settings.home),
+            "MLFLOW_TRACKING_URI": self.settings.mlflow_tracking_uri,
+            "FRAUD_PLATFORM_DB_URL": self.settings.platform_db_url,
+            "FRAUD_PREDICTION_LOG_URL": self.settings.prediction_log_url,
+            "FRAUD_MODEL_NAME": self.settings.model_name,
+            "FRAUD_ONLINE_STORE_URL": self.settings.online_store_url,
+        }
+
 
 def make_platform(root: Path, rows: int = 60_000, days: int = 30, **synthetic: object) -> Platform:
     """Generate a synthetic source and wire settings, resources and an instance around it."""
@@ -37,6 +48,8 @@ def make_platform(root: Path, rows: int = 60_000, days: int = 30, **synthetic: o
         dataset_config=config,
         mlflow_tracking_uri=f"sqlite:///{root / 'home' / 'mlflow.db'}",
         platform_db_url=f"sqlite:///{root / 'home' / 'platform.db'}",
+        prediction_log_url=f"sqlite:///{root / 'home' / 'platform.db'}",
+        online_store_url=str(root / "home" / "serving" / "online.db"),
     )
     (root / "home").mkdir(parents=True, exist_ok=True)
     (root / "dagster").mkdir(exist_ok=True)

@@ -8,6 +8,15 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
+# Ingestion lands a day after it ends; features and monitoring follow; bias needs matured
+# labels, so it runs weekly.
+DEFAULT_CRONS: dict[str, str] = {
+    "features": "30 1 * * *",
+    "drift": "0 2 * * *",
+    "performance": "15 2 * * *",
+    "bias": "30 2 * * 1",
+}
+
 
 @dataclass(frozen=True)
 class Settings:
@@ -25,11 +34,19 @@ class Settings:
     model_name: str
     experiment: str
     partition_start: str
+    prediction_log_url: str
+    crons: dict[str, str]
+    online_store_url: str
+    retrain_cooldown_hours: float
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
         env = dict(os.environ if env is None else env)
         home = Path(env.get("FRAUD_HOME", REPO_ROOT / ".fraud")).resolve()
+        crons = {
+            name: env.get(f"FRAUD_CRON_{name.upper()}", default)
+            for name, default in DEFAULT_CRONS.items()
+        }
         return cls(
             home=home,
             dataset_config=Path(
@@ -43,7 +60,18 @@ class Settings:
             model_name=env.get("FRAUD_MODEL_NAME", "fraud_detector"),
             experiment=env.get("FRAUD_EXPERIMENT", "fraud_detection"),
             partition_start=env.get("FRAUD_PARTITION_START", "2026-01-01"),
+            prediction_log_url=env.get(
+                "FRAUD_PREDICTION_LOG_URL",
+                env.get("FRAUD_PLATFORM_DB_URL", f"sqlite:///{home / 'platform.db'}"),
+            ),
+            crons=crons,
+            online_store_url=env.get("FRAUD_ONLINE_STORE_URL", str(home / "serving" / "online.db")),
+            retrain_cooldown_hours=float(env.get("FRAUD_RETRAIN_COOLDOWN_HOURS", "6")),
         )
+
+    @property
+    def landing_dir(self) -> Path:
+        return self.home / "landing"
 
     @property
     def mlflow_artifact_root(self) -> Path:

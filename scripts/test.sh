@@ -8,6 +8,7 @@ if ! command -v redis-server >/dev/null 2>&1; then
     || echo "redis-server could not be installed; Redis tests will be skipped" >&2
 fi
 .venv/bin/ruff check .
+export DAGSTER_DISABLE_TELEMETRY=1
 export DAGSTER_HOME="${DAGSTER_HOME:-$(mktemp -d)}"
 cp -n dagster.yaml "$DAGSTER_HOME/dagster.yaml" 2>/dev/null || true
 .venv/bin/dagster definitions validate -w workspace.yaml

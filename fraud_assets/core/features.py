@@ -22,6 +22,7 @@ import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
+from functools import lru_cache
 
 import numpy as np
 import pandas as pd
@@ -396,8 +397,17 @@ def offline_prior_state(frame: pd.DataFrame, spec: FeatureSpec) -> PriorState:
     return state
 
 
+@lru_cache(maxsize=64)
+def _vocab_index(vocab: tuple[str, ...]) -> dict[str, int]:
+    return {value: i for i, value in enumerate(vocab)}
+
+
 def encode_categories(values: Sequence[str] | pd.Series, vocab: Sequence[str]) -> np.ndarray:
     """Index of each value in the vocabulary, -1 for a value unseen in training."""
+    if len(values) <= 16:
+        # A live transaction: a dict lookup, where building a Categorical costs ~1 ms.
+        index = _vocab_index(tuple(vocab))
+        return np.array([index.get(str(v), -1) for v in values], dtype=np.float64)
     cat = pd.Categorical(pd.Series(values, dtype="object").astype(str), categories=list(vocab))
     return cat.codes.astype(np.float64)
 

@@ -1,0 +1,477 @@
+"""What the API does, independent of the web framework: score, explain, take feedback.
+
+`ScoringEngine` owns the champion model, the online store, the prediction log, the API
+keys and the rate limiter. The BentoML service (`serving.service`) is a thin layer over
+it, so the scoring path can be tested and benchmarked without a server.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import numpy as np
+
+from serving.champion import ChampionModel, LoadedModel
+from serving.config import ServingSettings
+from serving.errors import fail
+from serving.keys import ApiKeys
+from serving.metrics import build_metrics
+from serving.online_store import (
+    Prepared,
+    SqliteOnlineStore,
+    StoredResult,
+    StoreTxn,
+    StoreUnavailable,
+    empty_history,
+    open_store,
+)
+from serving.prediction_log import PredictionLog, age_band
+from serving.ratelimit import open_limiter
+from serving.schemas import (
+    BatchRequest,
+    BatchResponse,
+    Explanation,
+    FeatureContribution,
+    Feedback,
+    FeedbackAck,
+    FraudScore,
+    ReasonCode,
+    Transaction,
+)
+
+logger = logging.getLogger("serving.engine")
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+ONE_MS = timedelta(milliseconds=1)
+CATEGORICAL = ("merchant_category", "currency", "device_type", "channel", "country")
+TOP_REASONS = 3
+
+
+def ts_ms(moment: datetime) -> int:
+    """Milliseconds since the epoch, floored like the offline pipeline."""
+    return (moment - EPOCH) // ONE_MS
+
+
+def store_txn(txn: Transaction) -> StoreTxn:
+    return StoreTxn(
+        transaction_id=txn.transaction_id,
+        user_id=txn.user_id,
+        merchant_id=txn.merchant_id,
+        ts_ms=ts_ms(txn.timestamp),
+        amount=float(txn.amount),
+        device_id=txn.device_id or "",
+        country=txn.country or "",
+    )
+
+
+def feature_input(txn: Transaction, ts: int) -> dict[str, object]:
+    """The transaction as the feature builder reads it (missing categoricals left out)."""
+    out: dict[str, object] = {"ts_ms": ts, "amount": float(txn.amount)}
+    for name in CATEGORICAL:
+        value = getattr(txn, name)
+        if value is not None:
+            out[name] = value
+    return out
+
+
+class ScoringEngine:
+    """Scores payments with the champion model and keeps the online state current."""
+
+    def __init__(self, settings: ServingSettings, start_model: bool = True) -> None:
+        self.settings = settings
+        self.metrics = build_metrics()
+        self.store = open_store(settings.online_store_url)
+        if isinstance(self.store, SqliteOnlineStore):
+            self.store.start_checkpointer()
+        self.limiter = open_limiter(settings.online_store_url, settings.rate_limit_per_min)
+        self.keys = None if settings.auth_disabled else ApiKeys(settings.platform_db_url)
+        self.log = PredictionLog(settings.prediction_log_url, on_drop=self.metrics.log_dropped.inc)
+        self.champion = ChampionModel(
+            settings, on_swap=self._on_swap, on_failure=self._on_model_failure
+        )
+        self._closed = False
+        # Labelled Prometheus children cost ~20 us to look up; requests reuse them.
+        self._decision_counters: dict[tuple[str, str], Any] = {}
+        self._predict_timer = self.metrics.scoring_seconds.labels("predict")
+        if start_model:
+            self.champion.start()
+
+    def _on_swap(self, new: LoadedModel, old: LoadedModel | None) -> None:
+        gauge = self.metrics.model_info
+        if old is not None:
+            gauge.labels(old.name, old.version).set(0)
+        gauge.labels(new.name, new.version).set(1)
+        self.metrics.model_swaps.inc()
+        import gc
+
+        # Keep the new model's objects out of the collector's way (see service.tune_gc).
+        gc.freeze()
+
+    def _count_decision(self, decision: str, version: str) -> None:
+        counter = self._decision_counters.get((decision, version))
+        if counter is None:
+            counter = self.metrics.decisions.labels(decision, version)
+            self._decision_counters[(decision, version)] = counter
+        counter.inc()
+
+    def _on_model_failure(self, message: str) -> None:
+        self.metrics.model_failures.inc()
+
+    def close(self) -> None:
+        """Stop polling and flush the prediction log (graceful shutdown)."""
+        if self._closed:
+            return
+        self._closed = True
+        self.champion.stop()
+        self.limiter.close()
+        self.log.close()
+        self.store.close()
+
+    def readiness(self) -> tuple[bool, dict[str, Any]]:
+        """Whether a verified model is loaded, and what /readyz says about it."""
+        status = self.champion.status
+        model = self.champion.current
+        store_ok: str = "ok"
+        try:
+            self.store.ping()
+        except StoreUnavailable as exc:
+            store_ok = str(exc)
+        body: dict[str, Any] = {
+            "ready": status.ready,
+            "reason": status.reason,
+            "model": None
+            if model is None
+            else {
+                "name": model.name,
+                "version": model.version,
+                "source": model.source,
+                "threshold": model.threshold,
+                "review_threshold": model.review_threshold,
+                "feature_spec_version": model.spec.version,
+                "loaded_at": model.loaded_at.isoformat(),
+            },
+            "registry": {
+                "tracking_uri": self.settings.tracking_uri,
+                "reachable": status.registry_reachable,
+                "error": status.registry_error,
+                "last_checked": status.last_checked.isoformat() if status.last_checked else None,
+            },
+            "refused_versions": dict(status.refused_versions),
+            "online_store": store_ok,
+        }
+        return status.ready, body
+
+    def _model(self) -> LoadedModel:
+        model = self.champion.current
+        if model is None:
+            fail(503, "model_unavailable", self.champion.status.reason)
+        return model
+
+    def _prepare(self, txn: StoreTxn) -> tuple[Prepared, bool]:
+        try:
+            return self.store.prepare(txn), False
+        except StoreUnavailable as exc:
+            logger.error("scoring %s without history: %s", txn.transaction_id, exc)
+            self.metrics.degraded.inc()
+            user, merchant = empty_history()
+            return Prepared(user, merchant), True
+
+    def _reasons(
+        self, model: LoadedModel, x: np.ndarray, scores: np.ndarray, decisions: Sequence[str]
+    ) -> list[list[ReasonCode]]:
+        mode = self.settings.reason_codes
+        n = len(x)
+        if mode == "exact":
+            exact = np.ones(n, dtype=bool)
+        elif mode == "fast":
+            exact = np.zeros(n, dtype=bool)
+        else:
+            exact = np.array([d != "approve" for d in decisions], dtype=bool)
+        contrib = np.zeros((n, x.shape[1]))
+        for flag in (True, False):
+            rows = np.flatnonzero(exact == flag)
+            if len(rows):
+                contrib[rows], _ = model.explainer.contributions(x[rows], scores[rows], flag)
+        names = model.spec.features
+        out: list[list[ReasonCode]] = []
+        for i in range(n):
+            row = contrib[i]
+            top = np.argsort(-row, kind="stable")[:TOP_REASONS]
+            out.append(
+                [
+                    ReasonCode(feature=names[j], value=float(x[i, j]), contribution=float(row[j]))
+                    for j in top
+                    if row[j] > 0
+                ]
+            )
+        return out
+
+    def _log_row(
+        self,
+        txn: Transaction,
+        features: np.ndarray,
+        result: FraudScore,
+        endpoint: str,
+        api_key: str | None,
+        names: Sequence[str],
+    ) -> dict[str, Any]:
+        return {
+            "prediction_id": str(result.prediction_id),
+            "transaction_id": txn.transaction_id,
+            "scored_at": datetime.now(UTC),
+            "transaction_ts": txn.timestamp,
+            "user_id": txn.user_id,
+            "merchant_id": txn.merchant_id,
+            "merchant_category": txn.merchant_category,
+            "amount": float(txn.amount),
+            "currency": txn.currency,
+            "device_id": txn.device_id,
+            "device_type": txn.device_type,
+            "channel": txn.channel,
+            "country": txn.country,
+            "age_band": age_band(txn.age),
+            "features": dict(zip(names, features.tolist(), strict=True)),
+            "fraud_score": result.fraud_score,
+            "decision": result.decision,
+            "model_version": result.model_version,
+            "latency_ms": result.latency_ms,
+            "degraded": result.degraded,
+            "endpoint": endpoint,
+            "api_key": api_key,
+        }
+
+    def _replay(self, stored: StoredResult, model: LoadedModel) -> FraudScore:
+        """The original answer to a retried transaction_id."""
+        if stored.response:
+            return FraudScore.model_validate_json(stored.response)
+        # Committed but never answered (a batch interrupted mid-way): score the stored
+        # features again, keeping the original prediction id.
+        x = np.asarray([stored.features], dtype=np.float64)
+        score = float(model.scorer.predict(x)[0])
+        decision = model.decide(score)
+        result = FraudScore(
+            prediction_id=uuid.UUID(stored.prediction_id),
+            transaction_id=stored.transaction_id,
+            fraud_score=score,
+            decision=decision,
+            is_fraud=decision == "decline",
+            reason_codes=self._reasons(model, x, np.array([score]), [decision])[0],
+            model_version=model.version,
+            latency_ms=0.0,
+            degraded=False,
+        )
+        try:
+            self.store.save_responses([(stored.transaction_id, result.model_dump_json())])
+        except StoreUnavailable as exc:
+            logger.error("could not save the response of %s: %s", stored.transaction_id, exc)
+        return result
+
+    def predict(self, txn: Transaction, api_key: str | None = None) -> FraudScore:
+        """Score one payment, record it in the history and the log, return the decision."""
+        started = time.perf_counter()
+        model = self._model()
+        stxn = store_txn(txn)
+        prepared, degraded = self._prepare(stxn)
+        if prepared.existing is not None:
+            return self._replay(prepared.existing, model)
+        features = model.builder.build(
+            feature_input(txn, stxn.ts_ms), prepared.user, prepared.merchant
+        )
+        x = features[None, :]
+        score = float(model.scorer.predict(x)[0])
+        decision = model.decide(score)
+        reasons = self._reasons(model, x, np.array([score]), [decision])[0]
+        prediction_id = uuid.uuid4()
+
+        def answer(is_degraded: bool) -> FraudScore:
+            return FraudScore(
+                prediction_id=prediction_id,
+                transaction_id=txn.transaction_id,
+                fraud_score=score,
+                decision=decision,
+                is_fraud=decision == "decline",
+                reason_codes=reasons,
+                model_version=model.version,
+                latency_ms=round((time.perf_counter() - started) * 1000.0, 3),
+                degraded=is_degraded,
+            )
+
+        result = answer(degraded)
+        if not degraded:
+            try:
+                earlier = self.store.commit(
+                    stxn, features, str(prediction_id), model.version, result.model_dump_json()
+                )
+            except StoreUnavailable as exc:
+                logger.error("%s scored but not recorded: %s", txn.transaction_id, exc)
+                self.metrics.degraded.inc()
+                result = answer(True)
+            else:
+                if earlier is not None:
+                    return self._replay(earlier, model)
+        self._count_decision(decision, model.version)
+        self._predict_timer.observe(time.perf_counter() - started)
+        self.log.log(self._log_row(txn, features, result, "predict", api_key, model.spec.features))
+        return result
+
+    def predict_batch(self, request: BatchRequest, api_key: str | None = None) -> BatchResponse:
+        """Score many payments: history in time order, one model call for all of them."""
+        started = time.perf_counter()
+        model = self._model()
+        txns = request.transactions
+        n = len(txns)
+        stxns = [store_txn(t) for t in txns]
+        order = sorted(range(n), key=lambda i: (stxns[i].ts_ms, stxns[i].transaction_id))
+        results: list[FraudScore | None] = [None] * n
+        features = np.zeros((n, len(model.spec.features)), dtype=np.float64)
+        degraded = np.zeros(n, dtype=bool)
+        committed = np.zeros(n, dtype=bool)
+        first_of: dict[str, int] = {}
+        duplicates: list[tuple[int, int]] = []
+        ids = [uuid.uuid4() for _ in range(n)]
+        for i in order:
+            stxn = stxns[i]
+            if stxn.transaction_id in first_of:
+                duplicates.append((i, first_of[stxn.transaction_id]))
+                continue
+            first_of[stxn.transaction_id] = i
+            prepared, degraded[i] = self._prepare(stxn)
+            if prepared.existing is not None:
+                results[i] = self._replay(prepared.existing, model)
+                continue
+            features[i] = model.builder.build(
+                feature_input(txns[i], stxn.ts_ms), prepared.user, prepared.merchant
+            )
+            if degraded[i]:
+                continue
+            # Commit before the next payment so a customer's later payment sees this one.
+            try:
+                earlier = self.store.commit(stxn, features[i], str(ids[i]), model.version, None)
+            except StoreUnavailable as exc:
+                logger.error("%s scored but not recorded: %s", stxn.transaction_id, exc)
+                self.metrics.degraded.inc()
+                degraded[i] = True
+                continue
+            if earlier is not None:
+                results[i] = self._replay(earlier, model)
+            else:
+                committed[i] = True
+        repeated = {i for i, _ in duplicates}
+        todo = np.array(
+            [i for i in range(n) if results[i] is None and i not in repeated], dtype=np.int64
+        )
+        responses: list[tuple[str, str]] = []
+        if len(todo):
+            x = features[todo]
+            scores = model.scorer.predict(x)
+            decisions = [model.decide(float(s)) for s in scores]
+            reasons = self._reasons(model, x, scores, decisions)
+            latency = round((time.perf_counter() - started) * 1000.0, 3)
+            for k, i in enumerate(todo.tolist()):
+                result = FraudScore(
+                    prediction_id=ids[i],
+                    transaction_id=txns[i].transaction_id,
+                    fraud_score=float(scores[k]),
+                    decision=decisions[k],
+                    is_fraud=decisions[k] == "decline",
+                    reason_codes=reasons[k],
+                    model_version=model.version,
+                    latency_ms=latency,
+                    degraded=bool(degraded[i]),
+                )
+                results[i] = result
+                if committed[i]:
+                    responses.append((result.transaction_id, result.model_dump_json()))
+                self._count_decision(result.decision, model.version)
+                self.log.log(
+                    self._log_row(
+                        txns[i],
+                        features[i],
+                        result,
+                        "predict_batch",
+                        api_key,
+                        model.spec.features,
+                    )
+                )
+        try:
+            self.store.save_responses(responses)
+        except StoreUnavailable as exc:
+            logger.error("could not save %d batch responses: %s", len(responses), exc)
+        for i, first in duplicates:
+            results[i] = results[first]
+        self.metrics.scoring_seconds.labels("predict_batch").observe(time.perf_counter() - started)
+        return BatchResponse(results=[r for r in results if r is not None])
+
+    def explain(self, txn: Transaction) -> Explanation:
+        """Every feature's exact contribution; a scored transaction_id is explained as scored."""
+        model = self._model()
+        stored = None
+        try:
+            stored = self.store.lookup(txn.transaction_id)
+        except StoreUnavailable as exc:
+            logger.error("explaining %s without history: %s", txn.transaction_id, exc)
+        if stored is not None and len(stored.features) == len(model.spec.features):
+            features = np.asarray(stored.features, dtype=np.float64)
+        else:
+            stored = None
+            stxn = store_txn(txn)
+            prepared, _ = self._prepare(stxn)
+            features = model.builder.build(
+                feature_input(txn, stxn.ts_ms), prepared.user, prepared.merchant
+            )
+        x = features[None, :]
+        scores = model.scorer.predict(x)
+        contrib, base = model.explainer.contributions(x, scores, exact=True)
+        score = float(scores[0])
+        order = np.argsort(-np.abs(contrib[0]), kind="stable")
+        return Explanation(
+            transaction_id=txn.transaction_id,
+            model_version=model.version,
+            fraud_score=score,
+            decision=model.decide(score),
+            logit=float(base[0] + contrib[0].sum()),
+            base_value=float(base[0]),
+            contributions=[
+                FeatureContribution(
+                    feature=model.spec.features[j],
+                    value=float(features[j]),
+                    contribution=float(contrib[0, j]),
+                )
+                for j in order
+            ],
+            from_history=stored is not None,
+        )
+
+    def feedback(self, feedback: Feedback, api_key: str | None = None) -> FeedbackAck:
+        """Record a payment's confirmed outcome; it feeds the merchant's fraud rate."""
+        prediction_id = str(feedback.prediction_id)
+        try:
+            stored = self.store.find_prediction(prediction_id)
+        except StoreUnavailable as exc:
+            fail(503, "store_unavailable", f"the outcome cannot be recorded now: {exc}")
+        if stored is None:
+            fail(
+                404,
+                "unknown_prediction",
+                f"no prediction with id {prediction_id}",
+                [("prediction_id", "not a prediction_id returned by this service")],
+            )
+        label_ts = feedback.label_timestamp or datetime.now(UTC)
+        try:
+            self.store.record_label(stored.transaction_id, feedback.is_fraud, ts_ms(label_ts))
+        except StoreUnavailable as exc:
+            fail(503, "store_unavailable", f"the outcome cannot be recorded now: {exc}")
+        self.log.record_feedback(
+            prediction_id, stored.transaction_id, feedback.is_fraud, label_ts, api_key
+        )
+        return FeedbackAck(
+            prediction_id=feedback.prediction_id,
+            transaction_id=stored.transaction_id,
+            is_fraud=feedback.is_fraud,
+            label_timestamp=label_ts,
+        )

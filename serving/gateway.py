@@ -1,0 +1,273 @@
+"""The ASGI layer in front of the API methods: keys, limits, readiness and error format.
+
+For the scoring routes it checks the `X-API-Key` header (401), the per-key rate limit
+(429 with Retry-After), the content type (415) and body size (413), and answers 503 while
+no verified model is loaded. Every error response that leaves the service, whether it
+comes from here, from a handler (`serving.errors.fail`) or from BentoML's own request
+validation, is rewritten into the one error format with field-level details. It also
+serves /readyz with the reason behind the answer.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+from serving.config import MAX_BODY_BYTES
+from serving.errors import REQUEST, ApiErrorInfo, RequestSlot, rewrite
+
+logger = logging.getLogger("serving.gateway")
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+SCORING_ROUTES = frozenset({"/predict", "/predict/batch", "/predict/explain"})
+API_ROUTES = SCORING_ROUTES | {"/feedback"}
+JSON_HEADERS = [(b"content-type", b"application/json")]
+
+
+class EngineSlot:
+    """Where the service instance publishes its engine for the gateway to pick up."""
+
+    engine: Any = None
+
+
+ENGINES = EngineSlot()
+
+
+async def _send_json(
+    send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]] | None = None
+) -> None:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                *JSON_HEADERS,
+                (b"content-length", str(len(body)).encode()),
+                *(headers or []),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body, "more_body": False})
+
+
+async def _send_error(
+    send: Send, info: ApiErrorInfo, headers: list[tuple[bytes, bytes]] | None = None
+) -> None:
+    await _send_json(send, info.status, info.body(), headers)
+
+
+class Gateway:
+    """Pure ASGI middleware (no BaseHTTPMiddleware: it would add a task per request)."""
+
+    def __init__(self, app: ASGIApp, engines: EngineSlot = ENGINES) -> None:
+        self.app = app
+        self.engines = engines
+        self.engine: Any = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self.app(scope, receive, self._lifespan_send(send))
+            return
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path = scope["path"]
+        if path == "/readyz":
+            await self._readyz(send)
+        elif path == "/docs":
+            await send(
+                {"type": "http.response.start", "status": 307, "headers": [(b"location", b"/")]}
+            )
+            await send({"type": "http.response.body", "body": b""})
+        elif path in API_ROUTES:
+            await self._api(scope, receive, send, path)
+        else:
+            await self.app(scope, receive, _ErrorRewriter(send, None))
+
+    def _lifespan_send(self, send: Send) -> Send:
+        async def wrapped(message: Message) -> None:
+            # The service instance is created during startup; bind to the one of this app.
+            if message.get("type") == "lifespan.startup.complete":
+                self.engine = self.engines.engine
+            await send(message)
+
+        return wrapped
+
+    async def _readyz(self, send: Send) -> None:
+        engine = self.engine or self.engines.engine
+        if engine is None:
+            body = {"ready": False, "reason": "starting: the service is not initialized yet"}
+            await _send_json(send, 503, json.dumps(body).encode())
+            return
+        ready, body = engine.readiness()
+        await _send_json(send, 200 if ready else 503, json.dumps(body).encode())
+
+    async def _api(self, scope: Scope, receive: Receive, send: Send, path: str) -> None:
+        engine = self.engine or self.engines.engine
+        if scope["method"] != "POST":
+            await _send_error(
+                send,
+                ApiErrorInfo(405, "method_not_allowed", f"{path} accepts POST only"),
+                [(b"allow", b"POST")],
+            )
+            return
+        if engine is None:
+            await _send_error(send, ApiErrorInfo(503, "unavailable", "the service is starting"))
+            return
+        headers = dict(scope.get("headers") or [])
+        slot = RequestSlot()
+        if engine.keys is not None:
+            raw = headers.get(b"x-api-key")
+            if not raw:
+                engine.metrics.rejected.labels("missing_api_key").inc()
+                await _send_error(
+                    send,
+                    ApiErrorInfo(
+                        401,
+                        "missing_api_key",
+                        "send your API key in the X-API-Key header",
+                        (("X-API-Key", "header is missing"),),
+                    ),
+                )
+                return
+            name = engine.keys.verify(raw.decode("latin-1"))
+            if name is None:
+                engine.metrics.rejected.labels("invalid_api_key").inc()
+                await _send_error(
+                    send,
+                    ApiErrorInfo(
+                        401,
+                        "invalid_api_key",
+                        "the API key is unknown or revoked",
+                        (("X-API-Key", "not a valid key"),),
+                    ),
+                )
+                return
+            slot.api_key = name
+            allowed, retry_after = engine.limiter.hit(name)
+            if not allowed:
+                engine.metrics.rejected.labels("rate_limited").inc()
+                await _send_error(
+                    send,
+                    ApiErrorInfo(
+                        429,
+                        "rate_limited",
+                        f"more than {engine.limiter.limit} requests per minute for this key; "
+                        f"retry after {retry_after} s",
+                    ),
+                    [(b"retry-after", str(retry_after).encode())],
+                )
+                return
+        content_type = headers.get(b"content-type", b"application/json").split(b";")[0].strip()
+        if content_type not in (b"application/json", b""):
+            await _send_error(
+                send,
+                ApiErrorInfo(
+                    415,
+                    "unsupported_media_type",
+                    "send the request body as JSON (Content-Type: application/json)",
+                    (("Content-Type", f"{content_type.decode('latin-1')[:60]} is not accepted"),),
+                ),
+            )
+            return
+        body = await self._read_body(receive)
+        if body is None:
+            await _send_error(
+                send,
+                ApiErrorInfo(
+                    413,
+                    "payload_too_large",
+                    f"the request body exceeds {MAX_BODY_BYTES // (1024 * 1024)} MiB",
+                ),
+            )
+            return
+        if path in SCORING_ROUTES and engine.champion.current is None:
+            await _send_error(
+                send, ApiErrorInfo(503, "model_unavailable", engine.champion.status.reason)
+            )
+            return
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        token = REQUEST.set(slot)
+        try:
+            await self.app(scope, replay, _ErrorRewriter(send, slot))
+        finally:
+            REQUEST.reset(token)
+
+    @staticmethod
+    async def _read_body(receive: Receive) -> bytes | None:
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                break
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > MAX_BODY_BYTES:
+                return None
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        return b"".join(chunks)
+
+
+class _ErrorRewriter:
+    """A `send` that passes successes through and rewrites every error body."""
+
+    def __init__(self, send: Send, slot: RequestSlot | None) -> None:
+        self.send = send
+        self.slot = slot
+        self.start: Message | None = None
+        self.chunks: list[bytes] = []
+
+    async def __call__(self, message: Message) -> None:
+        kind = message["type"]
+        if kind == "http.response.start":
+            if message["status"] < 400:
+                await self.send(message)
+                return
+            self.start = message
+            return
+        if kind == "http.response.body" and self.start is not None:
+            self.chunks.append(message.get("body", b""))
+            if message.get("more_body", False):
+                return
+            status = int(self.start["status"])
+            parked = self.slot.error if self.slot is not None else None
+            info = parked if parked is not None else rewrite(status, b"".join(self.chunks))
+            body = info.body()
+            kept = [
+                (k, v)
+                for k, v in self.start.get("headers", [])
+                if k.lower() not in (b"content-length", b"content-type")
+            ]
+            await self.send(
+                {
+                    "type": "http.response.start",
+                    "status": info.status,
+                    "headers": [
+                        *kept,
+                        *JSON_HEADERS,
+                        (b"content-length", str(len(body)).encode()),
+                    ],
+                }
+            )
+            await self.send({"type": "http.response.body", "body": body, "more_body": False})
+            self.start = None
+            return
+        await self.send(message)
