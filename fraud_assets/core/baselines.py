@@ -15,21 +15,24 @@ OPERATORS: dict[str, Callable[[float, float], bool]] = {
     "<": operator.lt,
 }
 
-# Tuned on the bundled synthetic data (seed 42, 200k and 1M rows), where the default xgboost
-# model reaches about AP 0.67, recall 0.67 at 1% FPR, AUC-ROC 0.97 and, at its cost-optimal
-# threshold, precision 0.38, recall 0.75, F1 0.50 and FPR 1.6% (see docs/benchmarks.md).
-# The textbook bars (precision 0.90, recall 0.85 at one threshold) are out of reach when ~1%
-# of transactions are fraud and part of the fraud is planted to look genuine; and the
-# cost-optimal threshold deliberately trades precision for recall because a missed fraud
-# costs its whole amount while a false decline costs 15. Each bar sits a safe margin below a
-# healthy model and far above a broken one (shuffled labels give AP ~0.01, AUC ~0.5).
+# Tuned on the bundled synthetic data. Across the realizations measured (200k rows over 60
+# days starting 2026-06-01 and 2026-09-22, and 1M rows over 90 days) the default xgboost
+# model reached AP 0.60-0.89, recall at 1% FPR 0.61-0.93, AUC-ROC 0.935-0.984 and, at its
+# cost-optimal threshold, precision 0.31-0.45, recall 0.65-0.93, F1 0.42-0.61 and FPR
+# 1.0-1.9% (docs/benchmarks.md). The textbook bars (precision 0.90, recall 0.85 at one
+# threshold) are out of reach when ~1% of transactions are fraud and part of the fraud is
+# planted to look genuine, and the cost-optimal threshold deliberately trades precision for
+# recall because a missed fraud costs its whole amount while a false decline costs 15. Each
+# bar sits a margin below the weakest healthy realization and far above a broken model
+# (shuffled labels give AP ~0.01 and AUC ~0.5; a model without behavioural features misses
+# card testing and account takeover).
 DEFAULT_BASELINES: dict[str, str] = {
-    "average_precision": ">= 0.55",
-    "recall_at_1pct_fpr": ">= 0.55",
-    "auc_roc": ">= 0.95",
-    "precision": ">= 0.25",
-    "recall": ">= 0.60",
-    "f1": ">= 0.40",
+    "average_precision": ">= 0.45",
+    "recall_at_1pct_fpr": ">= 0.45",
+    "auc_roc": ">= 0.90",
+    "precision": ">= 0.20",
+    "recall": ">= 0.50",
+    "f1": ">= 0.30",
     "fpr": "<= 0.03",
 }
 
