@@ -133,6 +133,9 @@ class RateLimiter:
         self._lock = threading.Lock()
         self._shared: Counts = {}
         self._pending: defaultdict[tuple[str, int], int] = defaultdict(int)
+        # Counts being pushed: still counted by hit() until the totals that include them
+        # arrive, so a slow push never opens a window where requests go uncounted.
+        self._inflight: Counts = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         if backend is not None:
@@ -149,12 +152,15 @@ class RateLimiter:
         weight = (WINDOW_S - elapsed) / WINDOW_S
         current_key, previous_key = (key, window), (key, window - 1)
         with self._lock:
-            current = self._shared.get(current_key, 0) + self._pending.get(current_key, 0)
-            previous = self._shared.get(previous_key, 0) + self._pending.get(previous_key, 0)
+            current = self._count(current_key)
+            previous = self._count(previous_key)
             if previous * weight + current + 1 > self.limit:
                 return False, _retry_after(current, previous, elapsed, self.limit)
             self._pending[current_key] += 1
         return True, 0
+
+    def _count(self, key: tuple[str, int]) -> int:
+        return self._shared.get(key, 0) + self._inflight.get(key, 0) + self._pending.get(key, 0)
 
     def sync(self) -> None:
         """Push this worker's counts to the shared counters and read the totals back."""
@@ -162,12 +168,15 @@ class RateLimiter:
             return
         with self._lock:
             pending, self._pending = self._pending, defaultdict(int)
+            self._inflight = dict(pending)
             # Keys still active in the current minute are refreshed even without new hits.
             latest = max((w for _, w in self._shared), default=None)
             for key, window in list(self._shared):
                 if window == latest:
                     pending.setdefault((key, window), 0)
         if not pending:
+            with self._lock:
+                self._inflight = {}
             return
         try:
             totals = self.backend.add(pending)
@@ -176,11 +185,13 @@ class RateLimiter:
             with self._lock:
                 for k, n in pending.items():
                     self._pending[k] += n
+                self._inflight = {}
             return
         horizon = max(w for _, w in pending) - 1
         with self._lock:
             # Our own pushed counts are now part of the totals.
             self._shared = {k: v for k, v in {**self._shared, **totals}.items() if k[1] >= horizon}
+            self._inflight = {}
 
     def _sync_loop(self, interval: float) -> None:
         while not self._stop.wait(interval):
