@@ -17,9 +17,9 @@ from fraud_assets.core.bias import (
     compute_bias,
     render_bias_table,
 )
-from fraud_assets.core.drift import CRITICAL, compute_drift
+from fraud_assets.core.drift import CRITICAL, NOT_COMPARABLE, compute_drift
 from fraud_assets.core.features import FeatureSpec, compute_features
-from fraud_assets.core.metrics import CostModel, cost_optimal_threshold, evaluate
+from fraud_assets.core.metrics import HEADLINE, CostModel, cost_optimal_threshold, evaluate
 from fraud_assets.core.plots import (
     bar_png,
     confusion_matrix_png,
@@ -49,16 +49,6 @@ BASELINE_CHECK = "meets_baselines"
 FAIRNESS_CHECK = "fair_to_protected_groups"
 GATES = (ONNX_PARITY_CHECK, BASELINE_CHECK, FAIRNESS_CHECK)
 PARITY_TOLERANCE = 1e-5
-HEADLINE = (
-    "average_precision",
-    "recall_at_1pct_fpr",
-    "auc_roc",
-    "precision",
-    "recall",
-    "f1",
-    "fpr",
-    "precision_at_100",
-)
 BUNDLE = ("models", "latest")
 REFERENCE_FILE = "reference.parquet"
 # A sample of the validation window, with scores, that drift reports compare against.
@@ -268,7 +258,10 @@ def fraud_model(
     )
     test_features = features.loc[split.test, list(spec.features)].assign(score=test_score)
     drift_at_training = compute_drift(
-        reference, test_features, list(spec.features), score_col="score"
+        reference,
+        test_features,
+        [f for f in spec.features if f not in NOT_COMPARABLE],
+        score_col="score",
     )
 
     pr_png = pr_curve_png(y_test, test_score, threshold)

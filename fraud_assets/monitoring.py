@@ -14,6 +14,7 @@ from fraud_assets.core.bias import BiasThresholds, render_bias_table
 from fraud_assets.core.drift import (
     CRITICAL,
     INSUFFICIENT_DATA,
+    NOT_COMPARABLE,
     WARNING,
     DriftThresholds,
     compute_drift,
@@ -37,19 +38,6 @@ from fraud_assets.models import (
 from fraud_pipelines.resources import AlertsResource, DataLake, MlflowTracking, PredictionLogSource
 
 SCORED_FILE = ("monitoring", "scored_predictions.parquet")
-# Left out of drift by default, because they differ between periods by construction:
-# lifetime counters only grow, a one-day window has one weekday, and a merchant's rolling
-# volume is nearly constant within a day, so a one-day window holds one value per merchant
-# (a measure of merchant mix, which merchant_category_code and the score already track).
-NOT_COMPARABLE = [
-    "user_prior_txn_count",
-    "merchant_labels_known",
-    "merchant_fraud_rate",
-    "merchant_txn_count_24h",
-    "merchant_txn_count_7d",
-    "weekday",
-    "is_weekend",
-]
 
 
 def _champion(mlflow: MlflowTracking) -> tuple[RegisteredVersion, Path]:
@@ -168,7 +156,7 @@ class DriftReportConfig(dg.Config):
     ks_warning: float = 0.1
     min_rows: int = 200
     min_critical_features: int = 1
-    exclude_features: list[str] = NOT_COMPARABLE
+    exclude_features: list[str] = list(NOT_COMPARABLE)  # noqa: RUF012
 
 
 @dg.asset(group_name="monitoring", kinds={"evidently", "html"}, deps=[scored_predictions])

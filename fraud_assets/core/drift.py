@@ -51,6 +51,21 @@ _CATEGORICAL_NAMES = frozenset({"hour", "weekday"})
 _MAX_CATEGORY_BINS = 50
 
 
+# Left out of drift by default, because they differ between periods by construction:
+# lifetime counters only grow, a one-day window has one weekday, and a merchant's rolling
+# volume is nearly constant within a day, so a one-day window holds one value per merchant
+# (a measure of merchant mix, which merchant_category_code and the score already track).
+NOT_COMPARABLE: tuple[str, ...] = (
+    "user_prior_txn_count",
+    "merchant_labels_known",
+    "merchant_fraud_rate",
+    "merchant_txn_count_24h",
+    "merchant_txn_count_7d",
+    "weekday",
+    "is_weekend",
+)
+
+
 def worst_status(statuses: Iterable[str]) -> str:
     """The most severe status; INSUFFICIENT_DATA only when nothing else was measured."""
     ranked = sorted(statuses, key=lambda s: _RANK[s])

@@ -10,6 +10,18 @@ from dataclasses import dataclass
 import numpy as np
 from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
 
+HEADLINE: tuple[str, ...] = (
+    "average_precision",
+    "recall_at_1pct_fpr",
+    "auc_roc",
+    "precision",
+    "recall",
+    "f1",
+    "fpr",
+    "precision_at_100",
+)
+"""The metrics every model page, tag and card leads with, in that order."""
+
 
 @dataclass(frozen=True)
 class CostModel:

@@ -6,55 +6,35 @@ from collections.abc import Mapping
 from typing import Any
 
 from fraud_assets.core.features import FEATURE_DEFS, FeatureSpec
+from fraud_assets.core.metrics import HEADLINE
 from fraud_assets.core.registry import RegisteredVersion
 from fraud_assets.core.render import mapping_table, markdown_table
 
-HEADLINE = (
-    "average_precision",
-    "recall_at_1pct_fpr",
-    "auc_roc",
-    "precision",
-    "recall",
-    "f1",
-    "fpr",
-    "precision_at_100",
-    "expected_cost",
-)
+FAIRNESS_COLUMNS = {
+    "disparate_impact": "disparate impact",
+    "fpr_gap": "FPR gap",
+    "dpd": "demographic parity diff.",
+    "eod": "equalized odds diff.",
+}
 
 
 def _fairness_section(fairness: Mapping[str, Any] | None) -> str:
     if not fairness:
         return "No protected attributes in the dataset; fairness was not measured."
-    rows = []
-    for attribute in fairness["attributes"]:
-        metrics = attribute["metrics"]
-        rows.append(
-            {
-                "attribute": attribute["name"],
-                "status": attribute["status"],
-                **{
-                    k: (metrics.get(k) or {}).get("value")
-                    for k in (
-                        "disparate_impact",
-                        "fpr_gap",
-                        "demographic_parity_difference",
-                        "equalized_odds_difference",
-                    )
-                },
-            }
-        )
-    return f"Overall: **{fairness['status']}** at threshold {fairness['threshold']:.4f}.\n\n" + (
-        markdown_table(
-            rows,
-            [
-                "attribute",
-                "status",
-                "disparate_impact",
-                "fpr_gap",
-                "demographic_parity_difference",
-                "equalized_odds_difference",
-            ],
-        )
+    rows = [
+        {
+            "attribute": attribute["name"],
+            "status": attribute["status"],
+            **{
+                label: (attribute["metrics"].get(key) or {}).get("value")
+                for key, label in FAIRNESS_COLUMNS.items()
+            },
+        }
+        for attribute in fairness["attributes"]
+    ]
+    header = f"Overall: **{fairness['status']}** at threshold {fairness['threshold']:.4f}."
+    return (
+        header + "\n\n" + markdown_table(rows, ["attribute", "status", *FAIRNESS_COLUMNS.values()])
     )
 
 
@@ -99,7 +79,8 @@ def render_model_card(
     parts += [
         "## Metrics (test window)",
         markdown_table(
-            [{"metric": k, "value": metrics.get(k)} for k in HEADLINE], ["metric", "value"]
+            [{"metric": k, "value": metrics.get(k)} for k in (*HEADLINE, "expected_cost")],
+            ["metric", "value"],
         ),
         "## Threshold and costs",
         f"Decline when the score is at least **{info.get('threshold', version.threshold):.4f}**. "
