@@ -55,7 +55,7 @@ from fairlearn.metrics import (
 from scipy import stats
 
 from fraud_assets.core.drift import CRITICAL, INSUFFICIENT_DATA, OK, WARNING, worst_status
-from fraud_assets.core.render import markdown_table
+from fraud_assets.core.render import json_safe, markdown_table
 
 MAX_CATEGORIES = 20
 METRICS: tuple[str, ...] = ("disparate_impact", "dpd", "eod", "fpr_gap")
@@ -195,7 +195,7 @@ class GroupStats:
     note: str = ""
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: _plain(v) for k, v in asdict(self).items()}
+        return {k: json_safe(v) for k, v in asdict(self).items()}
 
 
 @dataclass
@@ -211,7 +211,7 @@ class MetricEstimate:
     critical: float
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: _plain(v) for k, v in asdict(self).items()}
+        return {k: json_safe(v) for k, v in asdict(self).items()}
 
 
 @dataclass
@@ -274,14 +274,6 @@ class BiasResult:
             "thresholds": asdict(self.thresholds),
             "attributes": [a.to_dict() for a in self.attributes],
         }
-
-
-def _plain(value: object) -> object:
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
 
 
 def _cells(codes: np.ndarray, y: np.ndarray, d: np.ndarray, k: int) -> np.ndarray:

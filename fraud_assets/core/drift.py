@@ -37,7 +37,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from fraud_assets.core.render import markdown_table
+from fraud_assets.core.render import json_safe, markdown_table
 
 OK = "OK"
 WARNING = "WARNING"
@@ -131,7 +131,7 @@ class FeatureDrift:
     chi2_pvalue: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: _plain(v) for k, v in asdict(self).items()}
+        return {k: json_safe(v) for k, v in asdict(self).items()}
 
 
 @dataclass
@@ -153,7 +153,7 @@ class LabelRateDrift:
     reason: str
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: _plain(v) for k, v in asdict(self).items()}
+        return {k: json_safe(v) for k, v in asdict(self).items()}
 
 
 @dataclass
@@ -199,15 +199,6 @@ class DriftResult:
             "score_drift": self.score_drift.to_dict() if self.score_drift else None,
             "label_rate_drift": self.label_rate_drift.to_dict() if self.label_rate_drift else None,
         }
-
-
-def _plain(value: object) -> object:
-    """JSON-friendly scalars: numpy numbers to Python, NaN and inf to None."""
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
 
 
 def _floats(values: pd.Series) -> np.ndarray:
@@ -755,5 +746,5 @@ def evidently_report(
             summary["drifted_columns"] = int(value["count"])
             summary["drifted_share"] = float(value["share"])
         elif kind.endswith("ValueDrift"):
-            summary["column_scores"][config["column"]] = _plain(float(value))
+            summary["column_scores"][config["column"]] = json_safe(float(value))
     return summary
