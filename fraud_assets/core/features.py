@@ -555,6 +555,9 @@ def online_features(
     ts = int(txn["ts_ms"])  # type: ignore[arg-type]
     amount = float(txn["amount"])  # type: ignore[arg-type]
     state = online_prior_state(ts, amount, user, merchant)
-    cols = {c: [txn.get(c, "")] for c in CATEGORICAL_FIELDS}
+    cols: dict[str, list[object]] = {}
+    for c in CATEGORICAL_FIELDS:
+        value = txn.get(c)
+        cols[c] = ["" if value is None else value]
     cols["amount"] = [amount]
     return assemble(cols, np.array([ts], dtype=np.int64), state, spec)[0]
