@@ -403,25 +403,20 @@ def _ks(
     return float(result.statistic), float(result.pvalue)
 
 
-def _numeric_drift(
+def _feature_drift(
     name: str,
+    kind: str,
+    psi: float,
+    n_ref: int,
+    n_cur: int,
     reference: pd.Series,
     current: pd.Series,
     thresholds: DriftThresholds,
-    ref_index: np.ndarray | None,
-    cur_index: np.ndarray | None,
-    kind: str = NUMERIC,
+    chi2_p: float | None,
+    ks_stat: float | None = None,
+    ks_p: float | None = None,
 ) -> FeatureDrift:
-    ref = _floats(reference)
-    cur = _floats(current)
-    # Edges from the KS sample of the reference are within a fraction of a percentile of
-    # the exact deciles and save a full partition per feature; counts use every row.
-    edges = quantile_edges(ref if ref_index is None else ref[ref_index], thresholds.n_bins)
-    ref_counts, cur_counts = binned_counts(ref, edges), binned_counts(cur, edges)
-    psi = psi_from_counts(ref_counts, cur_counts, thresholds.epsilon)
-    chi2_p = _chi2_pvalue(ref_counts, cur_counts)
-    ks_stat, ks_p = _ks(ref, cur, ref_index, cur_index)
-    n_ref, n_cur = int(np.isfinite(ref).sum()), int(np.isfinite(cur).sum())
+    """One feature's row: its status from the statistics, or INSUFFICIENT_DATA when small."""
     if min(n_ref, n_cur) < thresholds.min_rows:
         status, reason = INSUFFICIENT_DATA, f"{min(n_ref, n_cur)} rows < {thresholds.min_rows}"
     else:
@@ -442,28 +437,46 @@ def _numeric_drift(
     )
 
 
+def _numeric_drift(
+    name: str,
+    reference: pd.Series,
+    current: pd.Series,
+    thresholds: DriftThresholds,
+    ref_index: np.ndarray | None,
+    cur_index: np.ndarray | None,
+    kind: str = NUMERIC,
+) -> FeatureDrift:
+    ref = _floats(reference)
+    cur = _floats(current)
+    # Edges from the KS sample of the reference are within a fraction of a percentile of
+    # the exact deciles and save a full partition per feature; counts use every row.
+    edges = quantile_edges(ref if ref_index is None else ref[ref_index], thresholds.n_bins)
+    ref_counts, cur_counts = binned_counts(ref, edges), binned_counts(cur, edges)
+    psi = psi_from_counts(ref_counts, cur_counts, thresholds.epsilon)
+    chi2_p = _chi2_pvalue(ref_counts, cur_counts)
+    ks_stat, ks_p = _ks(ref, cur, ref_index, cur_index)
+    n_ref, n_cur = int(np.isfinite(ref).sum()), int(np.isfinite(cur).sum())
+    return _feature_drift(
+        name, kind, psi, n_ref, n_cur, reference, current, thresholds, chi2_p, ks_stat, ks_p
+    )
+
+
 def _categorical_drift(
     name: str, reference: pd.Series, current: pd.Series, thresholds: DriftThresholds
 ) -> FeatureDrift:
     ref_counts, cur_counts = _category_counts(reference, current, _MAX_CATEGORY_BINS)
     psi = psi_from_counts(ref_counts, cur_counts, thresholds.epsilon)
     chi2_p = _chi2_pvalue(ref_counts, cur_counts)
-    n_ref, n_cur = len(reference), len(current)
-    if min(n_ref, n_cur) < thresholds.min_rows:
-        status, reason = INSUFFICIENT_DATA, f"{min(n_ref, n_cur)} rows < {thresholds.min_rows}"
-    else:
-        status, reason = _status(psi, chi2_p, thresholds)
-    return FeatureDrift(
-        feature=name,
-        kind=CATEGORICAL,
-        psi=psi,
-        status=status,
-        reason=reason,
-        n_reference=n_ref,
-        n_current=n_cur,
-        reference_mean=_mean(reference),
-        current_mean=_mean(current),
-        chi2_pvalue=chi2_p,
+    return _feature_drift(
+        name,
+        CATEGORICAL,
+        psi,
+        len(reference),
+        len(current),
+        reference,
+        current,
+        thresholds,
+        chi2_p,
     )
 
 
