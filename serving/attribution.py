@@ -2,10 +2,10 @@
 
 Exact TreeSHAP costs about a millisecond per row for a few hundred trees, and xgboost's
 own approximate contributions spend most of their time building a DMatrix. This walks
-all trees at once with numpy: for every split on a row's path, the change of the node's
-cover-weighted mean value is credited to the split feature. The result equals
+every tree in a compiled loop (numba): for every split on a row's path, the change of the
+node's cover-weighted mean value is credited to the split feature. The result equals
 `booster.predict(..., pred_contribs=True, approx_contribs=True)` (tested), ranks features
-like TreeSHAP in practice, and costs about 0.1 ms per request.
+like TreeSHAP in practice, and costs a few microseconds per request.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import json
 import math
 from typing import Any
 
+import numba
 import numpy as np
 
 
@@ -63,6 +64,7 @@ class PathAttribution:
             np.float32(np.inf),
             np.concatenate([np.asarray(t["split_conditions"], np.float32) for t in trees]),
         )
+        self.is_leaf = is_leaf
         self.default_left = np.concatenate([np.asarray(t["default_left"], bool) for t in trees])
         mean = np.concatenate([self._node_means(t) for t in trees])
         # Interleaved (right, left) so that `2 * node + went_left` picks the child.
@@ -71,7 +73,6 @@ class PathAttribution:
         self.gain = np.empty(2 * len(gid), dtype=np.float64)
         self.gain[0::2], self.gain[1::2] = mean[right] - mean, mean[left] - mean
         self.bias = self.base_margin + float(mean[offsets].sum())
-        self.depth = max(self._depth(t) for t in trees)  # splits on the longest path
 
     @staticmethod
     def _node_means(tree: dict[str, Any]) -> np.ndarray:
@@ -89,34 +90,36 @@ class PathAttribution:
                 means[node] = (means[lc] * cover[lc] + means[rc] * cover[rc]) / cover[node]
         return means
 
-    @staticmethod
-    def _depth(tree: dict[str, Any]) -> int:
-        left, right = tree["left_children"], tree["right_children"]
-        splits = 0
-        frontier = [n for n in (0,) if left[n] >= 0]
-        while frontier:
-            splits += 1
-            frontier = [c for n in frontier for c in (left[n], right[n]) if left[c] >= 0]
-        return splits
-
     def contributions(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(rows x features contributions, per-row bias); they sum to the margin."""
         x = np.ascontiguousarray(np.atleast_2d(x), dtype=np.float32)
-        n, width = x.shape
-        flat_x = x.ravel()
-        base = (np.arange(n, dtype=np.int64) * width)[:, None]
-        node = np.broadcast_to(self.roots, (n, len(self.roots)))
-        missing = bool(np.isnan(flat_x).any())
-        totals = np.zeros(n * width, dtype=np.float64)
-        for _ in range(self.depth):
-            slot = base + self.feature[node]
-            value = flat_x[slot]
-            went_left = value < self.condition[node]
-            if missing:
-                went_left = np.where(np.isnan(value), self.default_left[node], went_left)
-            pick = 2 * node + went_left
-            totals += np.bincount(
-                slot.ravel(), weights=self.gain[pick].ravel(), minlength=n * width
-            )
-            node = self.child[pick]
-        return totals.reshape(n, width), np.full(n, self.bias)
+        out = np.zeros(x.shape, dtype=np.float64)
+        _walk_paths(
+            x, self.roots, self.is_leaf, self.feature, self.condition, self.default_left,
+            self.child, self.gain, out,
+        )  # fmt: skip
+        return out, np.full(len(x), self.bias)
+
+
+@numba.njit(cache=True, nogil=True)
+def _walk_paths(
+    x: np.ndarray,
+    roots: np.ndarray,
+    is_leaf: np.ndarray,
+    feature: np.ndarray,
+    condition: np.ndarray,
+    default_left: np.ndarray,
+    child: np.ndarray,
+    gain: np.ndarray,
+    out: np.ndarray,
+) -> None:
+    """Follow each row down every tree, crediting each split's gain to its feature."""
+    for i in range(x.shape[0]):
+        for root in roots:
+            node = root
+            while not is_leaf[node]:
+                value = x[i, feature[node]]
+                went_left = default_left[node] if np.isnan(value) else value < condition[node]
+                pick = 2 * node + (1 if went_left else 0)
+                out[i, feature[node]] += gain[pick]
+                node = child[pick]

@@ -16,6 +16,7 @@ database.
 | `FRAUD_SERVING_WORKERS` | 2 | worker processes of `bentoml serve` |
 | `FRAUD_REASON_CODES` | fast | `fast` (path attribution), `exact` (TreeSHAP) or `auto` |
 | `FRAUD_ACCESS_LOG` | 0 | 1 turns on BentoML's per-request access log |
+| `FRAUD_DIRECT_ANSWERS` | 1 | 0 sends requests through BentoML's request pipeline |
 """
 
 from __future__ import annotations
@@ -36,6 +37,16 @@ FUTURE_TOLERANCE_SECONDS = 300
 
 def _flag(value: str | None) -> bool:
     return (value or "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def direct_answers_enabled(env: Mapping[str, str] | None = None) -> bool:
+    """Whether the gateway answers the API routes itself (FRAUD_DIRECT_ANSWERS, default on).
+
+    Off, every request goes through BentoML's generic request pipeline to the API methods
+    of `serving.service`; the answers are the same, only slower (see docs/benchmarks.md).
+    """
+    source = os.environ if env is None else env
+    return source.get("FRAUD_DIRECT_ANSWERS", "1").strip().lower() not in {"0", "false", "no"}
 
 
 @dataclass(frozen=True)

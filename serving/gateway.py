@@ -12,11 +12,16 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Awaitable, Callable, MutableMapping
+from dataclasses import dataclass
 from typing import Any
 
-from serving.config import MAX_BODY_BYTES
-from serving.errors import REQUEST, ApiErrorInfo, RequestSlot, rewrite
+from pydantic import BaseModel, ValidationError
+
+from serving.config import MAX_BODY_BYTES, direct_answers_enabled
+from serving.errors import REQUEST, ApiError, ApiErrorInfo, RequestSlot, from_validation, rewrite
+from serving.schemas import BatchRequest, Feedback, Transaction
 
 logger = logging.getLogger("serving.gateway")
 
@@ -29,6 +34,23 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 SCORING_ROUTES = frozenset({"/predict", "/predict/batch", "/predict/explain"})
 API_ROUTES = SCORING_ROUTES | {"/feedback"}
 JSON_HEADERS = [(b"content-type", b"application/json")]
+
+
+@dataclass(frozen=True)
+class DirectRoute:
+    """An API route the gateway answers itself: its request model and engine method."""
+
+    request: type[BaseModel]
+    method: str
+    with_key: bool
+
+
+DIRECT_ROUTES = {
+    "/predict": DirectRoute(Transaction, "predict", True),
+    "/predict/batch": DirectRoute(BatchRequest, "predict_batch", True),
+    "/predict/explain": DirectRoute(Transaction, "explain", False),
+    "/feedback": DirectRoute(Feedback, "feedback", True),
+}
 
 
 class EngineSlot:
@@ -66,10 +88,13 @@ async def _send_error(
 class Gateway:
     """Pure ASGI middleware (no BaseHTTPMiddleware: it would add a task per request)."""
 
-    def __init__(self, app: ASGIApp, engines: EngineSlot = ENGINES) -> None:
+    def __init__(
+        self, app: ASGIApp, engines: EngineSlot = ENGINES, direct: bool | None = None
+    ) -> None:
         self.app = app
         self.engines = engines
         self.engine: Any = None
+        self.direct = direct_answers_enabled() if direct is None else direct
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -193,6 +218,9 @@ class Gateway:
                 send, ApiErrorInfo(503, "model_unavailable", engine.champion.status.reason)
             )
             return
+        if self.direct:
+            await self._answer(send, engine, path, body, slot)
+            return
         replayed = False
 
         async def replay() -> Message:
@@ -207,6 +235,40 @@ class Gateway:
             await self.app(scope, replay, _ErrorRewriter(send, slot))
         finally:
             REQUEST.reset(token)
+
+    async def _answer(
+        self, send: Send, engine: Any, path: str, body: bytes, slot: RequestSlot
+    ) -> None:
+        """Validate, call the engine and serialize, exactly as the API method would."""
+        route = DIRECT_ROUTES[path]
+        started = time.perf_counter()
+        status = 200
+        try:
+            # An empty body is an empty object: the answer lists every missing field.
+            request = route.request.model_validate_json(body if body.strip() else b"{}")
+            if route.with_key:
+                result = getattr(engine, route.method)(request, slot.api_key)
+            else:
+                result = getattr(engine, route.method)(request)
+            payload = result.__pydantic_serializer__.to_json(result)
+        except ValidationError as exc:
+            info = from_validation(exc.errors(include_url=False, include_context=False))
+            engine.metrics.rejected.labels(info.code).inc()
+            status = info.status
+            await _send_error(send, info)
+        except ApiError as exc:
+            status = exc.info.status
+            await _send_error(send, exc.info)
+        except Exception:
+            logger.exception("%s failed", path)
+            status = 500
+            await _send_error(
+                send,
+                ApiErrorInfo(500, "internal_error", "an unexpected error occurred; it is logged"),
+            )
+        else:
+            await _send_json(send, 200, payload)
+        engine.metrics.observe_request(path, status, time.perf_counter() - started)
 
     @staticmethod
     async def _read_body(receive: Receive) -> bytes | None:

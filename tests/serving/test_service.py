@@ -99,11 +99,20 @@ def running(
         yield client, headers
 
 
-@pytest.fixture
+@pytest.fixture(params=["direct", "bentoml"])
 def service(
-    model_world: ModelWorld, tmp_path: Path, clean_env: pytest.MonkeyPatch
+    request: pytest.FixtureRequest,
+    model_world: ModelWorld,
+    tmp_path: Path,
+    clean_env: pytest.MonkeyPatch,
 ) -> Iterator[tuple[TestClient, dict[str, str]]]:
-    with running(model_world, tmp_path / "home", clean_env) as (client, headers):
+    """The service, with the gateway answering the API routes itself and without it
+    (BentoML's request pipeline and API methods): both must answer alike."""
+    direct = "1" if request.param == "direct" else "0"
+    with running(model_world, tmp_path / "home", clean_env, FRAUD_DIRECT_ANSWERS=direct) as (
+        client,
+        headers,
+    ):
         wait_for(client, lambda b: b["ready"] and registry_checked(b))
         yield client, headers
 

@@ -1,0 +1,391 @@
+"""Scoring service benchmark: our /predict against `mlflow models serve` and a bare floor.
+
+    .venv/bin/python benchmarks/serving_bench.py [--rows 200000] [--duration 20]
+
+It runs the whole comparison by itself, on this machine, with `wrk` (installed with
+apt-get if missing):
+
+1. Builds a platform in a temporary folder: synthetic transactions, the whole asset graph
+   (features, a trained and checked model registered as `fraud_detector@champion`, the
+   online store loaded from history). The last day is held back as live traffic.
+2. Starts three servers, each with 2 worker processes:
+   * ours: `bentoml serve serving.service:FraudScorer`, with API keys, the rate limiter
+     (raised so the load is not refused), online features, reason codes and the
+     prediction log all on;
+   * `mlflow models serve` of the same ONNX model (`OMP_NUM_THREADS=1`), bare inference
+     on a ready feature vector;
+   * the floor: bare FastAPI + ONNX Runtime under uvicorn (`benchmarks/floor_app.py`),
+     access log off.
+3. Loads them with wrk: single payments at 16 and at 1 connection (every request a new
+   transaction_id, so nothing is answered from the idempotency record), batches of 1,000
+   payments, and /predict/explain at 1 connection.
+
+It prints the wrk command of every run and, on its last line, one JSON object with
+`rps_c16`, `p99_c16_ms`, `p50_c1_ms`, `p99_c1_ms`, `mlflow_rps_c16`, `floor_rps_c16`,
+`batch_tps`, `explain_p50_ms` and the rest of the figures.
+"""
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+TRANSACTION_FIELDS = (
+    "transaction_id",
+    "timestamp",
+    "user_id",
+    "merchant_id",
+    "merchant_category",
+    "amount",
+    "currency",
+    "device_id",
+    "device_type",
+    "channel",
+    "country",
+    "gender",
+    "age",
+)
+
+# Every request body is one of `bodies`, with `#ID#` replaced by a run-unique id.
+WRK_SCRIPT = """
+local bodies = {%(bodies)s}
+local path = "%(path)s"
+local headers = {["Content-Type"] = "application/json"%(key)s}
+local counter = 0
+tid = 0
+statuses = {}
+local threads = {}
+
+function setup(thread)
+  thread:set("tid", #threads + 1)
+  table.insert(threads, thread)
+end
+
+function request()
+  counter = counter + 1
+  local body = bodies[(counter %% #bodies) + 1]
+  body = string.gsub(body, "#ID#", "%(run)s-" .. tid .. "-" .. counter)
+  return wrk.format("POST", path, headers, body)
+end
+
+function response(status, headers, body)
+  statuses[status] = (statuses[status] or 0) + 1
+end
+
+function done(summary, latency, requests)
+  local bad = 0
+  for _, thread in ipairs(threads) do
+    local s = thread:get("statuses")
+    for code, n in pairs(s) do
+      if code ~= 200 then bad = bad + n end
+    end
+  end
+  io.write(string.format(
+    'WRKJSON {"requests": %%d, "seconds": %%.3f, "non_200": %%d, "socket_errors": %%d, ' ..
+    '"p50_ms": %%.3f, "p90_ms": %%.3f, "p99_ms": %%.3f, "max_ms": %%.3f}\\n',
+    summary.requests, summary.duration / 1e6, bad,
+    summary.errors.connect + summary.errors.read + summary.errors.write +
+    summary.errors.timeout,
+    latency:percentile(50) / 1000, latency:percentile(90) / 1000,
+    latency:percentile(99) / 1000, latency.max / 1000))
+end
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def ensure_wrk() -> str:
+    found = shutil.which("wrk")
+    if found:
+        return found
+    subprocess.run(["apt-get", "install", "-y", "-qq", "wrk"], check=False, capture_output=True)
+    found = shutil.which("wrk")
+    if not found:
+        subprocess.run(["apt-get", "update", "-qq"], check=False, capture_output=True)
+        subprocess.run(["apt-get", "install", "-y", "-qq", "wrk"], check=True)
+        found = shutil.which("wrk")
+    if not found:
+        raise SystemExit("wrk is required (apt-get install wrk)")
+    return found
+
+
+def build_platform(root: Path, rows: int, days: int) -> tuple[dict[str, str], pd.DataFrame]:
+    """Materialize the graph on all days but the last; return the env and the last day."""
+    import dagster as dg
+
+    from fraud_assets import datasets, features, models, serving_state
+    from fraud_pipelines.sandbox import (
+        ASSET_PARTITION_RANGE_END,
+        ASSET_PARTITION_RANGE_START,
+        make_platform,
+    )
+
+    sandbox = make_platform(root, rows=rows, days=days)
+    last = pd.Timestamp(sandbox.last_day, tz="UTC")
+    result = dg.materialize(
+        dg.load_assets_from_modules([datasets, features, models, serving_state]),
+        instance=sandbox.instance,
+        resources=sandbox.resources,
+        tags={
+            ASSET_PARTITION_RANGE_START: sandbox.first_day,
+            ASSET_PARTITION_RANGE_END: (last - pd.Timedelta(days=1)).strftime("%Y-%m-%d"),
+        },
+        raise_on_error=False,
+    )
+    if not result.success:
+        raise SystemExit("materializing the benchmark platform failed")
+    raw = pd.read_parquet(root / "raw" / "synthetic.parquet")
+    live = raw[pd.to_datetime(raw["timestamp"], utc=True) >= last].sort_values("timestamp")
+    return sandbox.env(), live.reset_index(drop=True)
+
+
+def payloads(live: pd.DataFrame) -> list[dict[str, object]]:
+    out = []
+    for record in live.to_dict("records"):
+        item: dict[str, object] = {}
+        for name in TRANSACTION_FIELDS:
+            value = record.get(name)
+            if value is None or (isinstance(value, float) and np.isnan(value)):
+                continue
+            if isinstance(value, pd.Timestamp):
+                value = value.isoformat()
+            item[name] = value.item() if isinstance(value, np.generic) else value
+        item["transaction_id"] = f"{item['transaction_id']}-#ID#"
+        out.append(item)
+    return out
+
+
+def lua(bodies: Sequence[str], path: str, run: str, key: str | None) -> str:
+    quoted = ",\n".join(json.dumps(b) for b in bodies)
+    header = f', ["X-API-Key"] = "{key}"' if key else ""
+    return WRK_SCRIPT % {"bodies": quoted, "path": path, "key": header, "run": run}
+
+
+def run_wrk(
+    wrk: str, url: str, script: Path, connections: int, seconds: int, label: str
+) -> dict[str, float]:
+    threads = min(connections, 2)
+    cmd = [
+        wrk,
+        f"-t{threads}",
+        f"-c{connections}",
+        f"-d{seconds}s",
+        "--timeout",
+        "10s",
+        "-s",
+        str(script),
+        url,
+    ]
+    print(f"[{label}] {' '.join(cmd)}", flush=True)
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    line = next(x for x in out.splitlines() if x.startswith("WRKJSON "))
+    figures = json.loads(line.removeprefix("WRKJSON "))
+    figures["rps"] = figures["requests"] / figures["seconds"]
+    print(
+        f"[{label}] {figures['rps']:.0f} req/s  p50 {figures['p50_ms']:.2f} ms  "
+        f"p99 {figures['p99_ms']:.2f} ms  non-200 {figures['non_200']}  "
+        f"socket errors {figures['socket_errors']}",
+        flush=True,
+    )
+    return figures
+
+
+@contextlib.contextmanager
+def server(cmd: Sequence[str], env: dict[str, str], ready_url: str, log: Path) -> Iterator[None]:
+    """Start a server in its own process group, wait until `ready_url` answers 200, stop it."""
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            cmd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        try:
+            deadline = time.monotonic() + 180
+            while True:
+                if proc.poll() is not None:
+                    raise SystemExit(f"{cmd[0]} exited; see {log}:\n{log.read_text()[-3000:]}")
+                with contextlib.suppress(httpx.HTTPError):
+                    if httpx.get(ready_url, timeout=2).status_code == 200:
+                        break
+                if time.monotonic() > deadline:
+                    raise SystemExit(f"{ready_url} not ready in 180 s; see {log}")
+                time.sleep(0.5)
+            yield
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+
+
+def warm(wrk: str, url: str, script: Path) -> None:
+    subprocess.run(
+        [wrk, "-t1", "-c2", "-d3s", "-s", str(script), url], check=True, capture_output=True
+    )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=200_000)
+    parser.add_argument("--days", type=int, default=60)
+    parser.add_argument("--duration", type=int, default=20, help="seconds per wrk run")
+    parser.add_argument("--keep", type=Path, help="build in this folder and keep it")
+    args = parser.parse_args()
+    wrk = ensure_wrk()
+    run = f"b{int(time.time())}"
+    folder = args.keep or Path(tempfile.mkdtemp(prefix="serving-bench-"))
+    folder.mkdir(parents=True, exist_ok=True)
+    figures: dict[str, object] = {}
+    try:
+        t0 = time.perf_counter()
+        env, live = build_platform(folder / "platform", args.rows, args.days)
+        print(f"platform built in {time.perf_counter() - t0:.0f} s; {len(live)} live payments")
+        figures.update(bench_all(wrk, folder, env, live, run, args.duration))
+    finally:
+        if args.keep is None:
+            shutil.rmtree(folder, ignore_errors=True)
+    figures.update(
+        {
+            "rows": args.rows,
+            "duration_s": args.duration,
+            "machine": f"{os.cpu_count()} cores {platform.machine()} python "
+            f"{sys.version.split()[0]}",
+            "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        }
+    )
+    print(json.dumps(figures))
+    return 0
+
+
+def bench_all(
+    wrk: str, folder: Path, env: dict[str, str], live: pd.DataFrame, run: str, seconds: int
+) -> dict[str, object]:
+    from fraud_assets.core.features import FeatureSpec
+    from serving.keys import ApiKeys
+
+    base_env = {**os.environ, **env, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    key = ApiKeys(env["FRAUD_PLATFORM_DB_URL"]).create(f"bench-{run}")
+    items = payloads(live)
+    scripts = folder / "wrk"
+    scripts.mkdir(exist_ok=True)
+    single = [json.dumps(item) for item in items]
+    (scripts / "predict.lua").write_text(lua(single, "/predict", run, key))
+    (scripts / "explain.lua").write_text(lua(single, "/predict/explain", f"{run}x", key))
+    # The items of a batch share the per-request suffix; their own ids keep them apart.
+    batch_bodies = [
+        json.dumps({"transactions": [items[(b * 1000 + i) % len(items)] for i in range(1000)]})
+        for b in range(8)
+    ]
+    (scripts / "batch.lua").write_text(lua(batch_bodies, "/predict/batch", f"{run}b", key))
+
+    home = Path(env["FRAUD_HOME"])
+    model_dir = home / "data" / "models" / "latest"
+    spec = FeatureSpec.from_json((model_dir / "feature_spec.json").read_text())
+    feature_rows = pd.read_parquet(
+        home / "data" / "features" / "feature_set.parquet", columns=list(spec.features)
+    ).tail(2000)
+    vectors = feature_rows.to_numpy(np.float64)
+    floor_bodies = [json.dumps({"features": row.tolist()}) for row in vectors]
+    mlflow_bodies = [json.dumps({"inputs": [row.tolist()]}) for row in vectors]
+    (scripts / "floor.lua").write_text(lua(floor_bodies, "/predict", run, None))
+    (scripts / "mlflow.lua").write_text(lua(mlflow_bodies, "/invocations", run, None))
+
+    logs = folder / "logs"
+    logs.mkdir(exist_ok=True)
+    out: dict[str, object] = {}
+
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    ours_env = {
+        **base_env,
+        "FRAUD_RATE_LIMIT_PER_MIN": "100000000",
+        "FRAUD_SERVING_WORKERS": "2",
+    }
+    ours = [str(BIN / "bentoml"), "serve", "serving.service:FraudScorer"]
+    ours += ["--host", "127.0.0.1", "--port", str(port)]
+    with server(ours, {**ours_env, "PYTHONPATH": str(ROOT)}, f"{url}/readyz", logs / "ours.log"):
+        warm(wrk, url, scripts / "predict.lua")
+        c16 = run_wrk(wrk, url, scripts / "predict.lua", 16, seconds, "ours /predict c16")
+        c1 = run_wrk(wrk, url, scripts / "predict.lua", 1, seconds, "ours /predict c1")
+        batch = run_wrk(wrk, url, scripts / "batch.lua", 2, seconds, "ours /predict/batch c2")
+        explain = run_wrk(wrk, url, scripts / "explain.lua", 1, seconds, "ours /explain c1")
+    out.update(
+        {
+            "rps_c16": round(c16["rps"]),
+            "p50_c16_ms": c16["p50_ms"],
+            "p99_c16_ms": c16["p99_ms"],
+            "p50_c1_ms": c1["p50_ms"],
+            "p99_c1_ms": c1["p99_ms"],
+            "rps_c1": round(c1["rps"]),
+            "batch_tps": round(batch["rps"] * 1000),
+            "batch_p50_ms": batch["p50_ms"],
+            "explain_p50_ms": explain["p50_ms"],
+            "explain_p99_ms": explain["p99_ms"],
+            "errors": sum(
+                int(r["non_200"]) + int(r["socket_errors"]) for r in (c16, c1, batch, explain)
+            ),
+        }
+    )
+
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    floor_env = {**base_env, "FLOOR_MODEL": str(model_dir / "model.onnx"), "PYTHONPATH": str(ROOT)}
+    floor = [str(BIN / "uvicorn"), "benchmarks.floor_app:app", "--workers", "2"]
+    floor += ["--no-access-log", "--host", "127.0.0.1", "--port", str(port)]
+    with server(floor, floor_env, f"{url}/docs", logs / "floor.log"):
+        warm(wrk, url, scripts / "floor.lua")
+        f16 = run_wrk(wrk, url, scripts / "floor.lua", 16, seconds, "floor c16")
+        f1 = run_wrk(wrk, url, scripts / "floor.lua", 1, seconds, "floor c1")
+    out.update(
+        {
+            "floor_rps_c16": round(f16["rps"]),
+            "floor_p99_c16_ms": f16["p99_ms"],
+            "floor_p50_c1_ms": f1["p50_ms"],
+            "floor_p99_c1_ms": f1["p99_ms"],
+        }
+    )
+
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    mlflow_cmd = [str(BIN / "mlflow"), "models", "serve", "-m", "models:/fraud_detector@champion"]
+    mlflow_cmd += ["--env-manager", "local", "-w", "2", "-h", "127.0.0.1", "-p", str(port)]
+    with server(mlflow_cmd, base_env, f"{url}/health", logs / "mlflow.log"):
+        warm(wrk, url, scripts / "mlflow.lua")
+        m16 = run_wrk(wrk, url, scripts / "mlflow.lua", 16, seconds, "mlflow serve c16")
+    out.update({"mlflow_rps_c16": round(m16["rps"]), "mlflow_p99_c16_ms": m16["p99_ms"]})
+
+    floor_rps = max(1, int(out["floor_rps_c16"]))  # type: ignore[call-overload]
+    out["ratios"] = {
+        "rps_c16_vs_mlflow": round(out["rps_c16"] / max(1, out["mlflow_rps_c16"]), 2),  # type: ignore[operator]
+        "rps_c16_vs_floor": round(out["rps_c16"] / floor_rps, 2),  # type: ignore[operator]
+        "p50_c1_vs_floor": round(c1["p50_ms"] / max(1e-6, f1["p50_ms"]), 2),
+        "p99_c1_vs_floor": round(c1["p99_ms"] / max(1e-6, f1["p99_ms"]), 2),
+        "p99_c16_vs_floor": round(c16["p99_ms"] / max(1e-6, f16["p99_ms"]), 2),
+    }
+    out["wrk_scripts"] = str(scripts)
+    return out
+
+
+if __name__ == "__main__":
+    sys.exit(main())
