@@ -185,6 +185,7 @@ class ChampionModel:
         registry_factory: Callable[[], Registry] | None = None,
         on_swap: Callable[[LoadedModel, LoadedModel | None], None] | None = None,
         on_failure: Callable[[str], None] | None = None,
+        on_registry: Callable[[bool, str | None], None] | None = None,
     ) -> None:
         self.settings = settings
         self.model_name = settings.model_name
@@ -195,6 +196,7 @@ class ChampionModel:
         self._registry: Registry | None = None
         self._on_swap = on_swap
         self._on_failure = on_failure
+        self._on_registry = on_registry
         self._current: LoadedModel | None = None
         self.status = ChampionStatus()
         self._refresh_lock = threading.Lock()
@@ -262,6 +264,8 @@ class ChampionModel:
         self.status.registry_error = f"{type(exc).__name__}: {str(exc)[:300]}"
         if first:
             logger.warning("MLflow registry unreachable: %s", self.status.registry_error)
+            if self._on_registry is not None:
+                self._on_registry(False, self.status.registry_error)
 
     def _refresh(self) -> None:
         registry = self._registry_or_none()
@@ -274,6 +278,8 @@ class ChampionModel:
             return
         if self.status.registry_reachable is False:
             logger.info("MLflow registry reachable again")
+            if self._on_registry is not None:
+                self._on_registry(True, None)
         self.status.registry_reachable = True
         self.status.registry_error = None
         if info is None:
@@ -439,9 +445,15 @@ class ChampionModel:
             raise ModelRejected(
                 f"v{version}: ONNX expects {width} features, the spec has {len(spec.features)}"
             )
-        probe = scorer.predict(np.zeros((1, len(spec.features)), dtype=np.float32))
+        probe_rows = np.zeros((1, len(spec.features)), dtype=np.float32)
+        probe = scorer.predict(probe_rows)
         if not np.all(np.isfinite(probe)):
             raise ModelRejected(f"v{version}: the model returns non-finite scores")
+        explainer = Explainer(algorithm, native)
+        # Compile and warm every per-request path here, off the request path, so the first
+        # payment after a start or a swap is as fast as the rest.
+        for exact in (False, True):
+            explainer.contributions(probe_rows, probe, exact=exact)
         return LoadedModel(
             name=self.model_name,
             version=version,
@@ -454,7 +466,7 @@ class ChampionModel:
             spec=spec,
             builder=FeatureBuilder(spec),
             scorer=scorer,
-            explainer=Explainer(algorithm, native),
+            explainer=explainer,
             loaded_at=datetime.now(UTC),
         )
 

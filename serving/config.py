@@ -16,6 +16,7 @@ database.
 | `FRAUD_SERVING_WORKERS` | 2 | worker processes of `bentoml serve` |
 | `FRAUD_REASON_CODES` | fast | `fast` (path attribution), `exact` (TreeSHAP) or `auto` |
 | `FRAUD_ACCESS_LOG` | 0 | 1 turns on BentoML's per-request access log |
+| `FRAUD_ONLINE_STORE_TIMEOUT_MS` | 250 | longest wait on the online store before scoring degraded |
 | `FRAUD_DIRECT_ANSWERS` | 1 | 0 sends requests through BentoML's request pipeline |
 """
 
@@ -66,6 +67,8 @@ class ServingSettings:
     workers: int
     reason_codes: ReasonMode
     access_log: bool
+    store_timeout_s: float = 0.25
+    alert_webhook_url: str | None = None
 
     @property
     def serving_dir(self) -> Path:
@@ -100,4 +103,7 @@ class ServingSettings:
             workers=max(1, int(source.get("FRAUD_SERVING_WORKERS", "2"))),
             reason_codes=mode,  # type: ignore[arg-type]
             access_log=_flag(source.get("FRAUD_ACCESS_LOG")),
+            store_timeout_s=max(0.01, float(source.get("FRAUD_ONLINE_STORE_TIMEOUT_MS", "250")))
+            / 1000.0,
+            alert_webhook_url=source.get("FRAUD_ALERT_WEBHOOK_URL") or None,
         )

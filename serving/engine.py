@@ -7,6 +7,7 @@ it, so the scoring path can be tested and benchmarked without a server.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 import uuid
@@ -16,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from serving.alerting import REGISTRY_UNREACHABLE, STORE_DOWN, ServiceAlerts
 from serving.champion import ChampionModel, LoadedModel
 from serving.config import ServingSettings
 from serving.errors import fail
@@ -43,6 +45,7 @@ from serving.schemas import (
     ReasonCode,
     Transaction,
 )
+from serving.store_guard import GuardedStore, PendingCommit
 
 logger = logging.getLogger("serving.engine")
 
@@ -85,14 +88,19 @@ class ScoringEngine:
     def __init__(self, settings: ServingSettings, start_model: bool = True) -> None:
         self.settings = settings
         self.metrics = build_metrics()
-        self.store = open_store(settings.online_store_url)
-        if isinstance(self.store, SqliteOnlineStore):
-            self.store.start_checkpointer()
+        self.alerts = ServiceAlerts(settings.platform_db_url, settings.alert_webhook_url)
+        backend = open_store(settings.online_store_url, settings.store_timeout_s)
+        if isinstance(backend, SqliteOnlineStore):
+            backend.start_checkpointer()
+        self.store = GuardedStore(backend, on_change=self._on_store_change)
         self.limiter = open_limiter(settings.online_store_url, settings.rate_limit_per_min)
         self.keys = None if settings.auth_disabled else ApiKeys(settings.platform_db_url)
         self.log = PredictionLog(settings.prediction_log_url, on_drop=self.metrics.log_dropped.inc)
         self.champion = ChampionModel(
-            settings, on_swap=self._on_swap, on_failure=self._on_model_failure
+            settings,
+            on_swap=self._on_swap,
+            on_failure=self._on_model_failure,
+            on_registry=self._on_registry,
         )
         self._closed = False
         # Labelled Prometheus children cost ~20 us to look up; requests reuse them.
@@ -121,6 +129,43 @@ class ScoringEngine:
 
     def _on_model_failure(self, message: str) -> None:
         self.metrics.model_failures.inc()
+        current = self.champion.current
+        self.alerts.open(
+            "serving:model:" + hashlib.sha256(message.encode()).hexdigest()[:24],
+            "CRITICAL",
+            f"Scoring service could not take the champion: {message[:200]}",
+            {
+                "message": message,
+                "serving_version": current.version if current else None,
+                "model_name": self.settings.model_name,
+            },
+            current.version if current else None,
+        )
+
+    def _on_registry(self, reachable: bool, error: str | None) -> None:
+        if reachable:
+            self.alerts.resolve(REGISTRY_UNREACHABLE, "the MLflow registry answers again")
+            return
+        current = self.champion.current
+        self.alerts.open(
+            REGISTRY_UNREACHABLE,
+            "WARNING" if current is not None else "CRITICAL",
+            "Scoring service cannot reach the MLflow registry"
+            + (f"; still serving v{current.version}" if current else "; no model to serve"),
+            {"tracking_uri": self.settings.tracking_uri, "error": error},
+            current.version if current else None,
+        )
+
+    def _on_store_change(self, available: bool, error: str | None) -> None:
+        if available:
+            self.alerts.resolve(STORE_DOWN, "the online store answers again")
+            return
+        self.alerts.open(
+            STORE_DOWN,
+            "CRITICAL",
+            "Online feature store down: payments are scored without history (degraded)",
+            {"online_store": self.settings.online_store_url, "error": error},
+        )
 
     def close(self) -> None:
         """Stop polling and flush the prediction log (graceful shutdown)."""
@@ -137,10 +182,12 @@ class ScoringEngine:
         status = self.champion.status
         model = self.champion.current
         store_ok: str = "ok"
-        try:
-            self.store.ping()
-        except StoreUnavailable as exc:
-            store_ok = str(exc)
+        if not self.store.available:
+            # Still ready: payments are scored without history and flagged degraded.
+            store_ok = (
+                f"degraded: {self.store.error}; {len(self.store.pending)} history updates "
+                "wait for the store"
+            )
         body: dict[str, Any] = {
             "ready": status.ready,
             "reason": status.reason,
@@ -310,10 +357,17 @@ class ScoringEngine:
             except StoreUnavailable as exc:
                 logger.error("%s scored but not recorded: %s", txn.transaction_id, exc)
                 self.metrics.degraded.inc()
+                degraded = True
                 result = answer(True)
             else:
                 if earlier is not None:
                     return self._replay(earlier, model)
+        if degraded:
+            self.store.defer(
+                PendingCommit(
+                    stxn, features, str(prediction_id), model.version, result.model_dump_json()
+                )
+            )
         self._count_decision(decision, model.version)
         self._predict_timer.observe(time.perf_counter() - started)
         self.log.log(self._log_row(txn, features, result, "predict", api_key, model.spec.features))
@@ -387,6 +441,16 @@ class ScoringEngine:
                 results[i] = result
                 if committed[i]:
                     responses.append((result.transaction_id, result.model_dump_json()))
+                elif degraded[i]:
+                    self.store.defer(
+                        PendingCommit(
+                            stxns[i],
+                            features[i],
+                            str(ids[i]),
+                            model.version,
+                            result.model_dump_json(),
+                        )
+                    )
                 self._count_decision(result.decision, model.version)
                 self.log.log(
                     self._log_row(

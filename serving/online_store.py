@@ -287,10 +287,14 @@ class OnlineStore(abc.ABC):
         """Release connections."""
 
 
-def open_store(url: str) -> OnlineStore:
-    """The store a URL names: `redis://...` for Redis, anything else is a SQLite path."""
+def open_store(url: str, timeout_s: float = 5.0) -> OnlineStore:
+    """The store a URL names: `redis://...` for Redis, anything else is a SQLite path.
+
+    `timeout_s` is Redis' network timeout. SQLite keeps its own lock wait: a busy file is
+    a moment's wait on another writer, not an outage.
+    """
     if url.startswith(("redis://", "rediss://", "unix://")):
-        return RedisOnlineStore(url)
+        return RedisOnlineStore(url, timeout_s=timeout_s)
     path = url.removeprefix("sqlite:///") if url.startswith("sqlite:///") else url
     return SqliteOnlineStore(Path(path))
 
@@ -839,7 +843,11 @@ class RedisOnlineStore(OnlineStore):
     """
 
     def __init__(
-        self, url: str, prefix: str = "fraud:", retention_days: int = DEFAULT_RETENTION_DAYS
+        self,
+        url: str,
+        prefix: str = "fraud:",
+        retention_days: int = DEFAULT_RETENTION_DAYS,
+        timeout_s: float = 5.0,
     ) -> None:
         import redis
 
@@ -847,7 +855,7 @@ class RedisOnlineStore(OnlineStore):
         self.prefix = prefix
         self.ttl_s = int(retention_days * 86_400)
         self.client = redis.Redis.from_url(
-            url, decode_responses=True, socket_timeout=5.0, socket_connect_timeout=5.0
+            url, decode_responses=True, socket_timeout=timeout_s, socket_connect_timeout=timeout_s
         )
         self._commit = self.client.register_script(_COMMIT_LUA)
         self._label = self.client.register_script(_LABEL_LUA)
