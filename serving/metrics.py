@@ -3,7 +3,7 @@
 BentoML already exports request counts and a latency histogram per endpoint and status
 (`bentoml_service_request_total`, `bentoml_service_request_duration_seconds`). These add
 what only the service knows: decisions, the model version in use, model loads refused,
-scoring time, degraded scores, rejected requests and dropped log rows.
+scoring time, degraded scores, rejected requests and spooled, replayed and dropped log rows.
 
 `prometheus_client` is imported only when `build_metrics` runs inside a worker, after
 BentoML has set PROMETHEUS_MULTIPROC_DIR; importing it earlier would hide these metrics
@@ -28,6 +28,8 @@ class Metrics:
     degraded: Any
     rejected: Any
     log_dropped: Any
+    log_spooled: Any
+    log_replayed: Any
 
 
 def build_metrics() -> Metrics:
@@ -69,7 +71,17 @@ def build_metrics() -> Metrics:
             ["reason"],
         ),
         log_dropped=Counter(
-            "fraud_prediction_log_dropped_total", "Prediction log rows that could not be written."
+            "fraud_prediction_log_dropped_total",
+            "Prediction log rows the database refused for their content (kept in the spool "
+            "folder's rejected.jsonl).",
+        ),
+        log_spooled=Counter(
+            "fraud_prediction_log_spooled_total",
+            "Prediction log rows written to the local spool (database down or backlog).",
+        ),
+        log_replayed=Counter(
+            "fraud_prediction_log_replayed_total",
+            "Spooled prediction log rows written to the database afterwards.",
         ),
     )
     return _BUILT
