@@ -99,6 +99,7 @@ def server(model_world: ModelWorld, tmp_path_factory: pytest.TempPathFactory) ->
             FRAUD_PLATFORM_DB_URL=f"sqlite:///{home / 'platform.db'}",
             FRAUD_SERVING_WORKERS="1",
             FRAUD_RATE_LIMIT_PER_MIN="100000",
+            FRAUD_ACCESS_LOG="1",
         )
     )
     key = subprocess.run(
@@ -324,3 +325,27 @@ def test_slow_loris_body_is_cut_off_and_others_are_served(server: Server) -> Non
         seconds=round(seconds, 2),
         others_served=len(served),
     )
+
+
+def test_server_log_holds_no_key_and_no_raw_protected_attribute(server: Server) -> None:
+    """After all the hostile traffic (run last): the server's own log, access log included,
+    never shows the API key, a wrong key, the gender sent or the exact age."""
+    prefix, key_id, secret = server.key.split("_")
+    wrong = f"{prefix}_{key_id}_{secret[::-1]}"
+    marker = "Gq4-protected-gender"
+    for key in (server.key, wrong):
+        for body in (
+            server.payment(gender=marker, age=41.375),
+            {**server.payment(gender=marker, age=41.375), "amount": "NaN"},
+        ):
+            server.client.post("/predict", json=body, headers={"X-API-Key": key})
+    server.client.post(
+        "/predict",
+        json=server.payment(gender=marker * 3, age=200.375),
+        headers={"X-API-Key": wrong},
+    )
+    time.sleep(1.0)
+    text = server.log.read_text(errors="replace")
+    assert "path=/predict" in text, "the access log is not in the captured output"
+    for value in (server.key, secret, wrong, marker, "41.375", "200.375"):
+        assert value not in text, value
