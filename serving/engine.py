@@ -95,7 +95,13 @@ class ScoringEngine:
         self.store = GuardedStore(backend, on_change=self._on_store_change)
         self.limiter = open_limiter(settings.online_store_url, settings.rate_limit_per_min)
         self.keys = None if settings.auth_disabled else ApiKeys(settings.platform_db_url)
-        self.log = PredictionLog(settings.prediction_log_url, on_drop=self.metrics.log_dropped.inc)
+        self.log = PredictionLog(
+            settings.prediction_log_url,
+            spool_dir=settings.serving_dir / "spool",
+            on_drop=self.metrics.log_dropped.inc,
+            on_spool=self.metrics.log_spooled.inc,
+            on_replay=self.metrics.log_replayed.inc,
+        )
         self.champion = ChampionModel(
             settings,
             on_swap=self._on_swap,

@@ -10,6 +10,7 @@ serves /readyz with the reason behind the answer.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -21,6 +22,7 @@ from pydantic import BaseModel, ValidationError
 
 from serving.config import MAX_BODY_BYTES, direct_answers_enabled
 from serving.errors import REQUEST, ApiError, ApiErrorInfo, RequestSlot, from_validation, rewrite
+from serving.openapi import service_document
 from serving.schemas import BatchRequest, Feedback, Transaction
 
 logger = logging.getLogger("serving.gateway")
@@ -34,6 +36,11 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 SCORING_ROUTES = frozenset({"/predict", "/predict/batch", "/predict/explain"})
 API_ROUTES = SCORING_ROUTES | {"/feedback"}
 JSON_HEADERS = [(b"content-type", b"application/json")]
+BODY_TIMEOUT_SECONDS = 10.0
+
+
+class _BodyTimeout(Exception):
+    """The request body did not arrive in time."""
 
 
 @dataclass(frozen=True)
@@ -106,6 +113,8 @@ class Gateway:
         path = scope["path"]
         if path == "/readyz":
             await self._readyz(send)
+        elif path == "/docs.json":
+            await _send_json(send, 200, service_document())
         elif path == "/docs":
             await send(
                 {"type": "http.response.start", "status": 307, "headers": [(b"location", b"/")]}
@@ -202,7 +211,19 @@ class Gateway:
                 ),
             )
             return
-        body = await self._read_body(receive)
+        try:
+            body = await self._read_body(receive)
+        except _BodyTimeout:
+            await _send_error(
+                send,
+                ApiErrorInfo(
+                    408,
+                    "request_timeout",
+                    f"the request body did not arrive within {BODY_TIMEOUT_SECONDS:.0f} s",
+                ),
+                [(b"connection", b"close")],
+            )
+            return
         if body is None:
             await _send_error(
                 send,
@@ -274,17 +295,22 @@ class Gateway:
     async def _read_body(receive: Receive) -> bytes | None:
         chunks: list[bytes] = []
         size = 0
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                break
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > MAX_BODY_BYTES:
-                return None
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                break
+        # A client trickling its body (slow loris) would otherwise hold the request forever.
+        try:
+            async with asyncio.timeout(BODY_TIMEOUT_SECONDS):
+                while True:
+                    message = await receive()
+                    if message["type"] == "http.disconnect":
+                        break
+                    chunk = message.get("body", b"")
+                    size += len(chunk)
+                    if size > MAX_BODY_BYTES:
+                        return None
+                    chunks.append(chunk)
+                    if not message.get("more_body", False):
+                        break
+        except TimeoutError:
+            raise _BodyTimeout from None
         return b"".join(chunks)
 
 

@@ -4,7 +4,7 @@ The gateway answers the API routes itself (see `serving.gateway`), so request co
 latency per route and status are `fraud_request_seconds` (a histogram; its `_count` is the
 request count). The other series are what only the service knows: decisions, the model
 version in use, model loads refused, scoring time, degraded scores, rejected requests and
-prediction log rows that could not be written. BentoML's own `bentoml_service_*` series
+spooled, replayed and dropped prediction log rows. BentoML's own `bentoml_service_*` series
 remain for anything BentoML answers itself.
 
 `prometheus_client` is imported only when `build_metrics` runs inside a worker, after
@@ -30,6 +30,8 @@ class Metrics:
     degraded: Any
     rejected: Any
     log_dropped: Any
+    log_spooled: Any
+    log_replayed: Any
     request_seconds: Any
     _request_children: dict[tuple[str, int], Any] = field(default_factory=dict)
 
@@ -82,7 +84,17 @@ def build_metrics() -> Metrics:
             ["reason"],
         ),
         log_dropped=Counter(
-            "fraud_prediction_log_dropped_total", "Prediction log rows that could not be written."
+            "fraud_prediction_log_dropped_total",
+            "Prediction log rows the database refused for their content (kept in the spool "
+            "folder's rejected.jsonl).",
+        ),
+        log_spooled=Counter(
+            "fraud_prediction_log_spooled_total",
+            "Prediction log rows written to the local spool (database down or backlog).",
+        ),
+        log_replayed=Counter(
+            "fraud_prediction_log_replayed_total",
+            "Spooled prediction log rows written to the database afterwards.",
         ),
         request_seconds=Histogram(
             "fraud_request_seconds",

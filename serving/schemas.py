@@ -30,8 +30,23 @@ def _printable(value: str) -> str:
     return value
 
 
-Id = Annotated[str, Field(min_length=1, max_length=128), AfterValidator(_printable)]
-Label = Annotated[str, Field(min_length=1, max_length=64), AfterValidator(_printable)]
+# The pattern documents the control-character rule in the OpenAPI schema; `_printable`
+# enforces it with a clearer message than a failed pattern would give.
+PRINTABLE = {"pattern": r"^[^\u0000-\u001f\u007f-\u009f]*$"}
+Id = Annotated[
+    str,
+    Field(min_length=1, max_length=128, json_schema_extra=PRINTABLE),
+    AfterValidator(_printable),
+]
+Label = Annotated[
+    str,
+    Field(min_length=1, max_length=64, json_schema_extra=PRINTABLE),
+    AfterValidator(_printable),
+]
+
+ProtectedLabel = Annotated[
+    str, Field(max_length=32, json_schema_extra=PRINTABLE), AfterValidator(_printable)
+]
 
 
 def as_utc(value: datetime) -> datetime:
@@ -132,7 +147,7 @@ class Transaction(ApiModel):
         default=None,
         description="ISO 4217 currency code of the amount, one of the supported codes.",
         examples=["EUR"],
-        json_schema_extra={"enum": sorted(CURRENCIES)},
+        json_schema_extra={"enum": [*sorted(CURRENCIES), None]},
     )
     device_id: Id | None = Field(
         default=None,
@@ -149,8 +164,9 @@ class Transaction(ApiModel):
         default=None,
         description="ISO 3166-1 alpha-2 country of the payment, upper case (e.g. DE).",
         examples=["DE"],
+        json_schema_extra={"pattern": _COUNTRY.pattern},
     )
-    gender: Annotated[str, Field(max_length=32), AfterValidator(_printable)] | None = Field(
+    gender: ProtectedLabel | None = Field(
         default=None,
         description=(
             "Optional protected attribute. Accepted for fairness monitoring only: it is never "

@@ -363,6 +363,7 @@ def _read_csv(file: Path, config: DatasetConfig) -> pd.DataFrame:
         options["sep"] = "\t"
     options.update(config.csv_options)
     encoding = options["encoding"]
+    _check_raw_csv(file, str(encoding))
     try:
         frame = pd.read_csv(file, **options)
     except UnicodeDecodeError as exc:
@@ -393,22 +394,63 @@ def _read_csv(file: Path, config: DatasetConfig) -> pd.DataFrame:
     return frame
 
 
+_UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
+
+
+def _check_raw_csv(file: Path, encoding: str) -> None:
+    """Refuse bytes pandas would silently mangle: its parser ends a value at a NUL byte.
+
+    A UTF-16 file (byte-order mark, or NUL bytes between ASCII letters) read as an 8-bit
+    encoding gets a hint naming UTF-16. Compressed files are left to pandas.
+    """
+    if file.suffix.lower() in _COMPRESSION_SUFFIXES or encoding.lower().replace("-", "").startswith(
+        ("utf16", "utf32")
+    ):
+        return
+    offset = 0
+    line = 1
+    with file.open("rb") as handle:
+        while chunk := handle.read(1 << 24):
+            if offset == 0 and chunk.startswith(_UTF16_BOMS):
+                raise DatasetError(
+                    f"{file}: the file is UTF-16 (it starts with a UTF-16 byte-order mark); "
+                    "set csv_options: {encoding: utf-16} in the dataset config"
+                )
+            at = chunk.find(b"\x00")
+            if at >= 0:
+                line += chunk.count(b"\n", 0, at)
+                looks_utf16 = chunk[:200].count(b"\x00") > 50
+                hint = (
+                    "the file looks UTF-16: set csv_options: {encoding: utf-16}"
+                    if looks_utf16
+                    else "remove them upstream (a CSV never contains NUL bytes)"
+                )
+                raise DatasetError(f"{file}: NUL byte at line {line} (byte {offset + at}); {hint}")
+            line += chunk.count(b"\n")
+            offset += len(chunk)
+
+
 def _resolve_columns(
     columns: pd.Index, config: DatasetConfig, source_file: str
 ) -> tuple[dict[str, Any], dict[str, str]]:
-    """Canonical name -> source column, and absent optional fields -> reason."""
+    """Canonical name -> source column, and absent optional fields -> reason.
+
+    Every mapping to an absent column and every absent required field is named in one
+    error, so a wrong mapping is fixed in one go rather than one column per attempt.
+    """
     available = list(columns)
     shown = ", ".join(map(repr, map(str, available)))
     mapped_sources = {src: canonical for canonical, src in config.columns.items()}
     resolved: dict[str, Any] = {}
     missing: dict[str, str] = {}
+    problems: list[str] = []
     for f in FIELDS:
         if f.name in config.columns:
             src = config.columns[f.name]
             if src not in available:
-                raise DatasetError(
-                    f"{source_file}: columns maps {f.name} -> {src!r}, but there is no column "
-                    f"{src!r}{_did_you_mean(src, available)}; available columns: {shown}"
+                problems.append(
+                    f"columns maps {f.name} -> {src!r}, but there is no column "
+                    f"{src!r}{_did_you_mean(src, available)}"
                 )
             resolved[f.name] = src
             continue
@@ -422,14 +464,16 @@ def _resolve_columns(
             else f"no column named {f.name!r} and no entry for it in columns"
         )
         if f.required:
-            raise DatasetError(
-                f"{source_file}: required field {f.name!r} is missing ({why}); add "
+            problems.append(
+                f"required field {f.name!r} is missing ({why}); add "
                 f"`{f.name}: <your column>` under columns"
-                f"{'' if taken_by else _did_you_mean(f.name, available)}; "
-                f"available columns: {shown}"
+                f"{'' if taken_by else _did_you_mean(f.name, available)}"
             )
+            continue
         reason = _MISSING_REASON.get(f.name, "not in source; features needing it are skipped")
         missing[f.name] = f"{reason} ({why})" if taken_by else reason
+    if problems:
+        raise DatasetError(f"{source_file}: {'; '.join(problems)}; available columns: {shown}")
     return resolved, missing
 
 
