@@ -263,7 +263,8 @@ def window_aggregates(
     idx = np.arange(n)
     csum = np.concatenate(([0.0], np.cumsum(values, dtype=np.float64)))
     # Each group's times are offset into a disjoint band so one searchsorted serves all groups.
-    group_id = np.cumsum(np.r_[0, (group_start[1:] != group_start[:-1])]) if n else idx
+    changes = (group_start[1:] != group_start[:-1]).astype(np.int64)
+    group_id = np.cumsum(np.concatenate(([0], changes))) if n else idx
     base = ts.min() if n else 0
     span = (int(ts.max() - base) if n else 0) + max(windows.values()) + 1
     keys = group_id.astype(np.int64) * span + (ts - base)
@@ -521,8 +522,8 @@ def online_prior_state(
     ts_ms: int, amount: float, user: UserHistory, merchant: MerchantHistory
 ) -> PriorState:
     """The prior state of one live transaction, from what the store holds."""
-    hist_ts = np.append(user.recent_ts.astype(np.int64), np.int64(ts_ms))
-    hist_amt = np.append(user.recent_amount.astype(np.float64), amount)
+    hist_ts = np.concatenate((user.recent_ts.astype(np.int64, copy=False), [ts_ms]))
+    hist_amt = np.concatenate((user.recent_amount.astype(np.float64, copy=False), [amount]))
     keep = hist_ts >= ts_ms - HISTORY_MS
     hist_ts, hist_amt = hist_ts[keep], hist_amt[keep]
     counts, sums = window_aggregates(
