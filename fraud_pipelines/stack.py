@@ -1,7 +1,7 @@
 """The production topology on one machine, started from local binaries instead of containers.
 
 python -m fraud_pipelines.stack up        # start everything (again, on the same data)
-python -m fraud_pipelines.stack seed      # sample data, the whole graph once, an API key
+python -m fraud_pipelines.stack seed      # 200k sample rows, the whole graph once, an API key
 python -m fraud_pipelines.stack status    # every component, its address and its health
 python -m fraud_pipelines.stack env       # export lines that point a shell at the stack
 python -m fraud_pipelines.stack down      # stop everything; data stays for the next `up`
@@ -528,19 +528,30 @@ class Stack:
             raise StackError(f"{job_name} run {run_id} ended {status}; see {self.dagster_url}")
         return run_id
 
-    def seed(self, rows: int = 30_000, key_name: str = "stack") -> SeedResult:
+    def seed(
+        self,
+        rows: int = 200_000,
+        model_config: Mapping[str, Any] | None = None,
+        key_name: str = "stack",
+    ) -> SeedResult:
         """Sample data (if there is none), the whole graph once, and a new API key.
 
         The graph's `online_features` asset fills Redis, and the promotion gate makes the first
-        passing model champion, which the replicas load at their next poll.
+        passing model champion, which the replicas load at their next poll. `model_config` is
+        the run config of `fraud_model`: a sample much smaller than the default has too few
+        frauds in its test window for the production baselines, so pass lower `baselines`.
         """
         from fraud_pipelines.sandbox import ASSET_PARTITION_RANGE_END, ASSET_PARTITION_RANGE_START
         from serving.keys import ApiKeys
 
         first, last, count = self._sample_data(rows)
+        run_config = (
+            {"ops": {"fraud_model": {"config": dict(model_config)}}} if model_config else {}
+        )
         run_id = self.materialize(
             "full_graph_job",
             tags={ASSET_PARTITION_RANGE_START: first, ASSET_PARTITION_RANGE_END: last},
+            run_config=run_config,
         )
         key = ApiKeys(self.platform_db_url).create(f"{key_name}-{int(time.time())}")
         return SeedResult(run_id, key, count, first, last)
@@ -829,7 +840,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("up", help="start every component, or restart on existing data")
     seed = sub.add_parser("seed", help="sample data, materialize the graph, create an API key")
-    seed.add_argument("--rows", type=int, default=30_000)
+    seed.add_argument("--rows", type=int, default=200_000)
     sub.add_parser("status", help="every component's address and health")
     sub.add_parser("env", help="print export lines for a shell")
     sub.add_parser("down", help="stop every component; the data stays")
