@@ -314,7 +314,7 @@ class Stack:
             Component(
                 "redis",
                 [
-                    _redis_server(),
+                    shutil.which("redis-server") or "redis-server",
                     "--port",
                     str(self.p.redis),
                     "--bind",
@@ -404,6 +404,7 @@ class Stack:
         On a directory that holds a stack already, the data, the ports and the password are
         reused: it is a restart.
         """
+        ensure_redis_server()
         self._prepare()
         self._start_postgres()
         self._create_databases()
@@ -411,14 +412,15 @@ class Stack:
         comps = {c.name: c for c in self.components()}
         self._start(comps["redis"])
         self._wait(["redis"], deadline)
-        for name in ("mlflow", "user-code"):
+        # The replicas need MLflow only to find a model, and keep asking until they do, so
+        # they load their code while MLflow and the code server start.
+        replicas = [n for n in comps if n.startswith("scoring-")]
+        for name in ("mlflow", "user-code", *replicas):
             self._start(comps[name])
         self._wait(["user-code"], deadline)
-        rest = ["dagster-webserver", "dagster-daemon"]
-        rest += [n for n in comps if n.startswith("scoring-")]
-        for name in rest:
+        for name in ("dagster-webserver", "dagster-daemon"):
             self._start(comps[name])
-        self._wait(["mlflow", *rest], deadline)
+        self._wait(["mlflow", "dagster-webserver", "dagster-daemon", *replicas], deadline)
 
     def down(self, timeout: float = 60.0) -> None:
         """Stop everything: SIGTERM to each process (the scoring replicas first, so their
@@ -556,6 +558,71 @@ class Stack:
         key = ApiKeys(self.platform_db_url).create(f"{key_name}-{int(time.time())}")
         return SeedResult(run_id, key, count, first, last)
 
+    def replay(self, api_key: str, count: int = 300, prefix: str = "replay") -> list[str]:
+        """Score the last `count` sample transactions again as new payments of the last hour.
+
+        Each gets a new id (`prefix-0`, ...) and a timestamp in the last `count` x 10 s, and
+        the batch is split across the replicas. Returns when every payment is in the prediction
+        log, so `materialize("drift_job")` (or `monitoring_job`) reports on them next.
+        """
+        import httpx
+        import pandas as pd
+        import sqlalchemy as sa
+
+        fields = [
+            "user_id",
+            "merchant_id",
+            "merchant_category",
+            "amount",
+            "currency",
+            "device_id",
+            "device_type",
+            "channel",
+            "country",
+        ]
+        source = pd.read_parquet(self.home / "raw" / "synthetic.parquet", columns=fields)
+        now = time.time()
+        payments = []
+        for i, row in enumerate(source.tail(count).to_dict("records")):
+            at = time.gmtime(now - 10 * (count - i))
+            payments.append(
+                {
+                    **{k: float(v) if k == "amount" else str(v) for k, v in row.items()},
+                    "transaction_id": f"{prefix}-{i}",
+                    "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", at),
+                }
+            )
+        urls = self.scoring_urls
+        share = -(-len(payments) // len(urls))
+        for n, url in enumerate(urls):
+            batch = payments[n * share : (n + 1) * share]
+            if not batch:
+                continue
+            answer = httpx.post(
+                f"{url}/predict/batch",
+                json={"transactions": batch},
+                headers={"X-API-Key": api_key},
+                timeout=300,
+            )
+            if answer.status_code != 200:
+                raise StackError(f"{url} refused the batch: {answer.status_code} {answer.text}")
+        ids = [p["transaction_id"] for p in payments]
+        engine = sa.create_engine(self.platform_db_url)
+        query = sa.text("SELECT count(*) FROM prediction_log WHERE transaction_id LIKE :prefix")
+        try:
+            deadline = time.monotonic() + 60
+            while True:
+                with engine.connect() as conn:
+                    logged = conn.execute(query, {"prefix": f"{prefix}-%"}).scalar()
+                if logged >= len(ids) or time.monotonic() > deadline:
+                    break
+                time.sleep(0.5)
+        finally:
+            engine.dispose()
+        if logged < len(ids):
+            raise StackError(f"only {logged} of {len(ids)} replayed payments were logged")
+        return ids
+
     def _sample_data(self, rows: int) -> tuple[str, str, int]:
         import pandas as pd
 
@@ -573,9 +640,12 @@ class Stack:
         ts = frame["timestamp"]
         return ts.min().strftime("%Y-%m-%d"), ts.max().strftime("%Y-%m-%d"), len(frame)
 
-    def _password(self) -> str:
+    def _password(self, create: bool = False) -> str:
+        """The PostgreSQL password, generated on the first `up` and kept in the stack folder."""
         secret = self.root / "secrets" / "postgres_password"
         if not secret.exists():
+            if not create:
+                return ""
             secret.parent.mkdir(parents=True, exist_ok=True)
             secret.parent.chmod(0o700)
             secret.write_text(secrets.token_urlsafe(24))
@@ -599,9 +669,12 @@ class Stack:
         return env
 
     def _prepare(self) -> None:
+        self._password(create=True)
         for sub in ("redis", "mlflow/artifacts", "logs", "run", "home", "dagster"):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
-        self.root.chmod(0o755)
+        if os.geteuid() == 0:
+            # PostgreSQL runs as the postgres user, which must be able to enter the folder.
+            self.root.chmod(0o755)
         if not self.state_file.exists():
             self.state_file.write_text(json.dumps({"ports": asdict(self.p)}, indent=2) + "\n")
         from fraud_pipelines.instance import write_dagster_home
@@ -748,12 +821,22 @@ class Stack:
         self._pidfile(comp.name).write_text(f"{proc.pid} {_start_time(proc.pid)}\n")
 
     def _wait(self, names: Sequence[str], deadline: float) -> None:
+        ports = {c.name: c.port for c in self.components()}
         pending = list(names)
+        last_tried: dict[str, float] = {}
         while pending:
             for name in list(pending):
                 if self._pid(name) is None:
                     tail = _tail(self.logs / f"{name}.log")
                     raise StackError(f"{name} exited during start:\n{tail}")
+                port = ports.get(name)
+                if port is not None and not _port_open(port):
+                    continue
+                # The Dagster checks start a Python program each: not more than every 5 s.
+                slow = name in ("user-code", "dagster-daemon")
+                if slow and time.monotonic() - last_tried.get(name, 0.0) < 5.0:
+                    continue
+                last_tried[name] = time.monotonic()
                 if self.healthy(name):
                     pending.remove(name)
             if pending:
@@ -800,7 +883,7 @@ def pg_binary(name: str) -> str:
     return found
 
 
-def _redis_server() -> str:
+def ensure_redis_server() -> str:
     """redis-server, installed from the Debian packages when missing (needs root)."""
     found = shutil.which("redis-server")
     if found:

@@ -19,7 +19,13 @@ VENV_BIN = REPO / ".venv" / "bin"
 COMPOSE_TEXT = (REPO / "docker-compose.yml").read_text()
 COMPOSE: dict[str, Any] = yaml.safe_load(COMPOSE_TEXT)
 SERVICES: dict[str, dict[str, Any]] = COMPOSE["services"]
-SHARED_INSTANCE_KEYS = ("run_coordinator", "concurrency", "run_retries", "telemetry")
+SHARED_INSTANCE_KEYS = (
+    "run_coordinator",
+    "concurrency",
+    "run_monitoring",
+    "run_retries",
+    "telemetry",
+)
 # Compose service -> the native stack's component with the same port and healthcheck.
 NATIVE = {
     "postgres": "postgres",

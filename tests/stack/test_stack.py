@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import pandas as pd
 import pytest
 import sqlalchemy as sa
 
@@ -244,47 +243,8 @@ def test_restart_keeps_runs_models_alerts_and_predictions(
 def test_drift_report_materializes_from_scored_payments(seeded: tuple[Stack, SeedResult]) -> None:
     """Payments scored by the replicas feed the monitoring assets through the prediction log."""
     stack, result = seeded
-    history = pd.read_parquet(stack.home / "raw" / "synthetic.parquet").tail(DRIFT_PAYMENTS)
-    now = datetime.now(UTC)
-    columns = [
-        "user_id",
-        "merchant_id",
-        "merchant_category",
-        "amount",
-        "currency",
-        "device_id",
-        "device_type",
-        "channel",
-        "country",
-    ]
-    payments = [
-        {
-            **{k: (float(v) if k == "amount" else str(v)) for k, v in row.items()},
-            "transaction_id": f"drift-{i}",
-            "timestamp": (now - timedelta(seconds=10 * (DRIFT_PAYMENTS - i)))
-            .isoformat()
-            .replace("+00:00", "Z"),
-        }
-        for i, row in enumerate(history[columns].to_dict("records"))
-    ]
-    half = len(payments) // 2
-    for url, batch in zip(stack.scoring_urls, (payments[:half], payments[half:]), strict=False):
-        answer = httpx.post(
-            f"{url}/predict/batch",
-            json={"transactions": batch},
-            headers={"X-API-Key": result.api_key},
-            timeout=120,
-        )
-        assert answer.status_code == 200, answer.text
-    assert _wait_for(
-        lambda: (
-            _scalar(
-                stack.platform_db_url,
-                "SELECT count(*) FROM prediction_log WHERE transaction_id LIKE 'drift-%'",
-            )
-            == DRIFT_PAYMENTS
-        )
-    )
+    replayed = stack.replay(result.api_key, DRIFT_PAYMENTS, prefix="drift")
+    assert len(replayed) == DRIFT_PAYMENTS
     run_id = stack.materialize("drift_job")
     drift_events = _scalar(
         stack.database_url("dagster"),
