@@ -61,13 +61,11 @@ HTTP_HEALTH = {
     "dagster-webserver": "/server_info",
     "scoring": "/healthz",
 }
-STOP_ORDER = (
-    "scoring",
-    "dagster-daemon",
-    "dagster-webserver",
-    "user-code",
-    "mlflow",
-    "redis",
+# Stopped together, phase by phase: every process that writes to Redis or PostgreSQL stops
+# (and writes out what it holds) before Redis, and PostgreSQL stops last.
+STOP_PHASES = (
+    ("scoring", "dagster-daemon", "dagster-webserver", "user-code", "mlflow"),
+    ("redis",),
 )
 
 
@@ -423,11 +421,12 @@ class Stack:
         self._wait(["mlflow", "dagster-webserver", "dagster-daemon", *replicas], deadline)
 
     def down(self, timeout: float = 60.0) -> None:
-        """Stop everything: SIGTERM to each process (the scoring replicas first, so their
-        prediction logs are written out while PostgreSQL is still up), then pg_ctl stop."""
+        """Stop everything: SIGTERM to every process (the scoring replicas write out their
+        prediction logs while Redis and PostgreSQL are still up), then Redis, then
+        `pg_ctl stop -m fast`."""
         names = [c.name for c in self.components()] if self.state_file.exists() else []
-        for group in STOP_ORDER:
-            members = [n for n in names if n == group or n.startswith(f"{group}-")]
+        for phase in STOP_PHASES:
+            members = [n for n in names if n in phase or n.rsplit("-", 1)[0] in phase]
             for name in members:
                 self._signal(name, signal.SIGTERM)
             for name in members:
