@@ -85,6 +85,10 @@ def test_commands_name_programs_and_files_that_exist() -> None:
         if "-m" in command:
             module = command[command.index("-m") + 1]
             assert importlib.util.find_spec(module) is not None, (name, module)
+        for value in (service.get("environment") or {}).values():
+            default = str(value).rpartition(":-")[2].rstrip("}")
+            if default.startswith(APP):
+                assert _exists_in_image(default), (name, default)
         if program == "bentoml":
             module, _, attribute = command[2].partition(":")
             assert attribute in (REPO / (module.replace(".", "/") + ".py")).read_text()
