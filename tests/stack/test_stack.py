@@ -41,6 +41,9 @@ def _missing_binaries() -> str | None:
         return str(exc)
     if os.geteuid() == 0 and shutil.which("runuser") is None:
         return "runuser is needed to run PostgreSQL as the postgres user"
+    can_install = os.geteuid() == 0 and shutil.which("apt-get") is not None
+    if shutil.which("redis-server") is None and not can_install:
+        return "redis-server is not installed (apt-get install -y redis-server)"
     return None
 
 
