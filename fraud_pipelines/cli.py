@@ -22,15 +22,20 @@ from fraud_pipelines.settings import REPO_ROOT, Settings
 
 
 def _dagster_home(settings: Settings) -> Path:
-    """A project-local DAGSTER_HOME holding the repository's dagster.yaml."""
+    """A project-local DAGSTER_HOME holding the repository's dagster.yaml.
+
+    The instance is on SQLite unless DAGSTER_PG_HOST (and the other DAGSTER_PG_* variables)
+    name a PostgreSQL server; see fraud_pipelines/instance.py.
+    """
+    from fraud_pipelines.instance import write_dagster_home
+
     chosen = os.environ.get("DAGSTER_HOME")
     home = Path(chosen or settings.home / "dagster")
     home.mkdir(parents=True, exist_ok=True)
-    target = home / "dagster.yaml"
     # The project-local home always follows the repository's file; a home the user chose
     # keeps its own settings once it has them.
-    if not chosen or not target.exists():
-        target.write_text((REPO_ROOT / "dagster.yaml").read_text())
+    if not chosen or not (home / "dagster.yaml").exists():
+        write_dagster_home(home)
     os.environ["DAGSTER_HOME"] = str(home)
     return home
 
