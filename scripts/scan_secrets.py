@@ -109,6 +109,9 @@ def scan_text(path: str, text: str, config: bool) -> list[Finding]:
         if not config:
             continue
         assigned = CONFIG_ASSIGNMENT.match(line)
+        # `${VAR}` / `${VAR:?message}` reads the value from the environment: not a secret.
+        if assigned and assigned.group(1).startswith("${"):
+            assigned = None
         if assigned and not PLACEHOLDER.match(assigned.group(1)):
             findings.append(Finding(path, number, "secret in config", assigned.group(1)))
         findings.extend(

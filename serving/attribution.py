@@ -101,7 +101,9 @@ class PathAttribution:
         return out, np.full(len(x), self.bias)
 
 
-@numba.njit(cache=True, nogil=True)
+# Compiled once per process when a model loads (champion warms it up). No on-disk cache:
+# numba's cache index is a pickle, and the service never unpickles anything.
+@numba.njit(nogil=True)
 def _walk_paths(
     x: np.ndarray,
     roots: np.ndarray,
