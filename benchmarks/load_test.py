@@ -91,6 +91,7 @@ def run_load(
     seconds: int,
     connections: int = 16,
     kill_worker_at: float | None = None,
+    timeout_s: int = 10,
 ) -> dict[str, object]:
     wrk = ensure_wrk()
     port = int(url.rsplit(":", 1)[1].split("/")[0])
@@ -99,7 +100,7 @@ def run_load(
     with tempfile.TemporaryDirectory() as folder:
         script = Path(folder) / "load.lua"
         script.write_text(lua(bodies, "/predict", run, key))
-        cmd = [wrk, "-t2", f"-c{connections}", f"-d{seconds}s", "--timeout", "10s"]
+        cmd = [wrk, "-t2", f"-c{connections}", f"-d{seconds}s", "--timeout", f"{timeout_s}s"]
         cmd += ["-s", str(script), url]
         print(" ".join(cmd), flush=True)
         samples: list[tuple[float, float]] = []

@@ -7,65 +7,27 @@ replicas, stopped and started again, and finally monitored (the drift report the
 payments produce is CRITICAL, which starts a retraining run: that is left for last).
 """
 
-import os
-import shutil
-import tempfile
 import time
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 import sqlalchemy as sa
 
-from fraud_pipelines.stack import Ports, SeedResult, Stack, StackError, pg_binary
+from fraud_pipelines.stack import SeedResult, Stack, StackError
 
 pytestmark = pytest.mark.integration
 
-ROWS = 25_000
-# 25k rows leave a few dozen frauds in the test window: the bars of tests/test_assets.py's
-# small platform, not production's.
-SMALL_DATA_MODEL = {"baselines": {"average_precision": ">= 0.2", "auc_roc": ">= 0.75"}}
 VELOCITY_PAYMENTS = 6
 DRIFT_PAYMENTS = 300
 
 
-def _missing_binaries() -> str | None:
-    try:
-        for name in ("initdb", "pg_ctl"):
-            pg_binary(name)
-    except StackError as exc:
-        return str(exc)
-    if os.geteuid() == 0 and shutil.which("runuser") is None:
-        return "runuser is needed to run PostgreSQL as the postgres user"
-    can_install = os.geteuid() == 0 and shutil.which("apt-get") is not None
-    if shutil.which("redis-server") is None and not can_install:
-        return "redis-server is not installed (apt-get install -y redis-server)"
-    return None
-
-
 @pytest.fixture(scope="module")
-def seeded() -> Iterator[tuple[Stack, SeedResult]]:
-    """A seeded stack on free ports, in a folder the postgres user can reach."""
-    missing = _missing_binaries()
-    if missing:
-        pytest.skip(missing)
-    root = Path(tempfile.mkdtemp(prefix="fraud-stack-"))
-    root.chmod(0o755)
-    stack = Stack(root / "stack", Ports.free(), env={"FRAUD_MODEL_POLL_SECONDS": "2"})
-    try:
-        stack.up()
-        result = stack.seed(ROWS, model_config=SMALL_DATA_MODEL)
-        stack.wait_ready(timeout=300)
-        yield stack, result
-    finally:
-        try:
-            stack.down()
-        finally:
-            shutil.rmtree(root, ignore_errors=True)
+def seeded(native_stack: tuple[Stack, SeedResult]) -> tuple[Stack, SeedResult]:
+    """The session's seeded native stack (tests/conftest.py)."""
+    return native_stack
 
 
 def _scalar(url: str, sql: str, **params: Any) -> Any:
