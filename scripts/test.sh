@@ -3,11 +3,19 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/bootstrap.sh
-if ! command -v redis-server >/dev/null 2>&1; then
-  (apt-get update -qq && apt-get install -y -qq redis-server >/dev/null) \
-    || echo "redis-server could not be installed; Redis tests will be skipped" >&2
+# Real servers and tools the tests drive: Redis, the wrk load generator, headless Chromium.
+missing=()
+for tool in redis-server wrk chromium; do
+  command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
+done
+if ((${#missing[@]})); then
+  (apt-get update -qq && apt-get install -y -qq "${missing[@]}" >/dev/null) \
+    || echo "could not install ${missing[*]}; the tests that need them will be skipped" >&2
 fi
 .venv/bin/ruff check .
+.venv/bin/ruff format --check .
+.venv/bin/python scripts/scan_secrets.py     # no secret in any tracked file
+./scripts/audit_deps.sh                      # known vulnerabilities in the locked dependencies
 export DAGSTER_DISABLE_TELEMETRY=1
 export DAGSTER_HOME="${DAGSTER_HOME:-$(mktemp -d)}"
 cp -n dagster.yaml "$DAGSTER_HOME/dagster.yaml" 2>/dev/null || true
