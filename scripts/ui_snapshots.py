@@ -10,21 +10,31 @@ its check is still saved, as `<name>.failed.png`, so you can see what was there 
 API (stable; other tests call it):
 
     with browser() as chromium:                   # headless Chromium (/usr/bin/chromium)
-        page = new_page(chromium)                 # 1440x900, Dagster's first-visit modal off
+        page = new_page(chromium)                 # 1440x900, first-visit popups pre-dismissed
         snapshot_dagster_graph(page, dagster_url, out_png)
-        snapshot_drift_report(page, dagster_url, out_png)
+        snapshot_drift_report(page, dagster_url, out_png, worst_features_out=None)
         snapshot_mlflow_model(page, mlflow_url, out_png, model="fraud_detector", alias="champion")
 
-Each `snapshot_*` returns a `Snapshot` (the PNG path, the URL, the facts it verified and the
-page's visible text) or raises `SnapshotError`. What each one requires:
+    take(dagster_url, mlflow_url, out_dir, only=("graph", "drift", "mlflow"))  # all, one browser
 
-- `snapshot_dagster_graph`: the global asset lineage page draws asset nodes, including
-  `transactions` and `drift_report`.
+Each `snapshot_*` returns a `Snapshot` (the PNG path, the URL, the facts it verified and the
+page's visible text) or raises `SnapshotError` (an AssertionError) naming what was missing.
+Waits are Playwright's, 60 s per element by default (`page.set_default_timeout` to change).
+What each one requires:
+
+- `snapshot_dagster_graph`: the global asset lineage page, every group expanded, draws the
+  nodes of `transactions`, `feature_set`, `fraud_model` and `drift_report`.
 - `snapshot_drift_report`: the `drift_report` asset page shows its latest materialization's
-  metadata: the `status` entry with a drift status, `psi/<feature>` entries and the
-  worst-features table.
+  metadata table: a `status` entry with a drift status, `psi/<feature>` entries and a
+  `worst_features` entry whose markdown renders as a table with feature, status and PSI
+  columns (that dialog is saved to `worst_features_out` when given). The page is taken at
+  1440x1200, scrolled to the metadata.
 - `snapshot_mlflow_model`: the MLflow registered-model page lists the model's versions and
-  shows the alias (default `champion`).
+  shows the alias (default `champion`) on one of them.
+
+Tests import this file by path (scripts/ is not a package), e.g. with
+`importlib.util.spec_from_file_location("ui_snapshots", "scripts/ui_snapshots.py")`;
+register the module in `sys.modules` before executing it, as dataclasses need that.
 
 Chromium is the system one (`CHROMIUM` environment variable, default `/usr/bin/chromium`);
 Playwright drives it and never downloads a browser.
