@@ -176,10 +176,11 @@ def webserver_env(platform: Platform) -> dict[str, str]:
 
 
 @contextmanager
-def dagster_webserver(platform: Platform, timeout: float = 120.0) -> Iterator[str]:
+def dagster_webserver(platform: Platform, timeout: float = 300.0) -> Iterator[str]:
     """Run `dagster-webserver` on a free loopback port against the platform's instance;
     yield its base URL once it answers, stop it on exit. Its output goes to
-    `<platform root>/webserver.log`."""
+    `<platform root>/webserver.log`. Loading the code location takes 20-40 s on a quiet
+    machine and minutes on a crowded one, hence the generous timeout."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     log = (platform.root / "webserver.log").open("ab")
