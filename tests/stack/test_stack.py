@@ -7,9 +7,11 @@ replicas, stopped and started again, and finally monitored (the drift report the
 payments produce is CRITICAL, which starts a retraining run: that is left for last).
 """
 
+import os
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -218,3 +220,34 @@ def test_drift_report_materializes_from_scored_payments(seeded: tuple[Stack, See
         id=run_id,
     )
     assert drift_events == 1
+
+
+def _ui_snapshots() -> Any:
+    import importlib.util
+    import sys
+
+    path = Path(__file__).resolve().parents[2] / "scripts" / "ui_snapshots.py"
+    spec = importlib.util.spec_from_file_location("ui_snapshots", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["ui_snapshots"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_uis_in_a_real_browser(seeded: tuple[Stack, SeedResult]) -> None:
+    """Headless Chromium loads the asset graph, the drift report's metadata table and the
+    champion on MLflow's model page. Screenshots land in build/test-artifacts/ui/."""
+    if not Path(os.environ.get("CHROMIUM", "/usr/bin/chromium")).exists():
+        pytest.skip("chromium is not installed (apt-get install -y chromium)")
+    stack, _ = seeded
+    out = Path(os.environ.get("FRAUD_TEST_ARTIFACTS", "build/test-artifacts")) / "ui"
+    snapshots = _ui_snapshots().take(stack.dagster_url, stack.mlflow_url, out)
+    assert [s.path.name for s in snapshots] == [
+        "dagster_graph.png",
+        "drift_report.png",
+        "mlflow_model.png",
+    ]
+    for snapshot in snapshots:
+        assert snapshot.path.stat().st_size > 20_000, snapshot.path
+    assert "champion" in snapshots[2].text
