@@ -77,7 +77,15 @@ function setup(thread)
   table.insert(threads, thread)
 end
 
+-- After `until_epoch` (0: never) only GET /healthz is sent, so every scoring request has
+-- been answered by the time wrk stops and its answers can be counted exactly.
+local until_epoch = %(until)d
+scored = 0
+
 function request()
+  if until_epoch > 0 and os.time() >= until_epoch then
+    return wrk.format("GET", "/healthz")
+  end
   counter = counter + 1
   local body = bodies[(counter %% #bodies) + 1]
   body = string.gsub(body, "#ID#", "%(run)s-" .. tid .. "-" .. counter)
@@ -85,21 +93,29 @@ function request()
 end
 
 function response(status, headers, body)
+  if string.find(body, '"prediction_id"', 1, true) or string.find(body, '"results"', 1, true) then
+    if status == 200 then scored = scored + 1 end
+  elseif string.find(body, '"alive"', 1, true) or string.find(body, '"status"', 1, true) then
+    return
+  end
   statuses[status] = (statuses[status] or 0) + 1
 end
 
 function done(summary, latency, requests)
   local bad = 0
+  local ok = 0
   for _, thread in ipairs(threads) do
     local s = thread:get("statuses")
     for code, n in pairs(s) do
       if code ~= 200 then bad = bad + n end
     end
+    ok = ok + thread:get("scored")
   end
   io.write(string.format(
-    'WRKJSON {"requests": %%d, "seconds": %%.3f, "non_200": %%d, "socket_errors": %%d, ' ..
+    'WRKJSON {"requests": %%d, "scored_200": %%d, "seconds": %%.3f, "non_200": %%d, ' ..
+    '"socket_errors": %%d, ' ..
     '"p50_ms": %%.3f, "p90_ms": %%.3f, "p99_ms": %%.3f, "max_ms": %%.3f}\\n',
-    summary.requests, summary.duration / 1e6, bad,
+    summary.requests, ok, summary.duration / 1e6, bad,
     summary.errors.connect + summary.errors.read + summary.errors.write +
     summary.errors.timeout,
     latency:percentile(50) / 1000, latency:percentile(90) / 1000,
@@ -175,10 +191,16 @@ def payloads(live: pd.DataFrame) -> list[dict[str, object]]:
     return out
 
 
-def lua(bodies: Sequence[str], path: str, run: str, key: str | None) -> str:
+def lua(bodies: Sequence[str], path: str, run: str, key: str | None, until_epoch: int = 0) -> str:
     quoted = ",\n".join(json.dumps(b) for b in bodies)
     header = f', ["X-API-Key"] = "{key}"' if key else ""
-    return WRK_SCRIPT % {"bodies": quoted, "path": path, "key": header, "run": run}
+    return WRK_SCRIPT % {
+        "bodies": quoted,
+        "path": path,
+        "key": header,
+        "run": run,
+        "until": until_epoch,
+    }
 
 
 def run_wrk(
