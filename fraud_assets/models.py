@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Literal
@@ -128,11 +129,14 @@ def _log_png(mlflow_module: object, png: bytes, name: str) -> None:
 
 
 def _save_native_atomically(model: TrainedModel, bundle: Path) -> Path:
-    """The native model file in the bundle, replaced in one rename (see `atomic_write`)."""
+    """The native model file in the bundle, replaced in one rename (see `atomic_write`).
+    Staging folders left by a killed run are removed."""
     with tempfile.TemporaryDirectory(dir=bundle, prefix=".native.") as staging:
         written = save_native(model, Path(staging))
         target = bundle / written.name
         os.replace(written, target)
+    for stale in bundle.glob(".native.*"):
+        shutil.rmtree(stale, ignore_errors=True)
     return target
 
 
