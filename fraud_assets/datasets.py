@@ -8,7 +8,7 @@ import pandas as pd
 from fraud_assets.core.ingest import ingest, write_rejects
 from fraud_assets.core.render import frame_table, mapping_table
 from fraud_assets.core.schema import FIELD_BY_NAME, PROTECTED, sort_canonical
-from fraud_pipelines.resources import DataLake, DatasetSource
+from fraud_pipelines.resources import DataLake, DatasetSource, atomic_write, atomic_write_parquet
 from fraud_pipelines.settings import Settings
 
 daily_partitions = dg.DailyPartitionsDefinition(
@@ -96,7 +96,7 @@ def transactions(
             part = pd.concat([existing, part], ignore_index=True).drop_duplicates(
                 "transaction_id", keep="first"
             )
-        sort_canonical(part).to_parquet(path, index=False)
+        atomic_write_parquet(path, sort_canonical(part))
         written.append(str(key))
     if not config.merge:
         for key in sorted(days - set(written)):
@@ -107,7 +107,9 @@ def transactions(
     if len(rejects):
         tag = f"{cfg.name}_{min(days)}_{max(days)}"
         result.rejects = rejects
-        rejects_path = write_rejects(result, lake.path("rejects", f"{tag}.csv"))
+        rejects_path = atomic_write(
+            lake.path("rejects", f"{tag}.csv"), lambda temp: write_rejects(result, temp)
+        )
         context.log.warning(f"{len(rejects)} rows rejected, reasons in {rejects_path}")
     selected = sort_canonical(selected)
     labels = pd.to_numeric(selected.get("is_fraud"), errors="coerce")

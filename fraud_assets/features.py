@@ -14,7 +14,7 @@ from fraud_assets.core.features import (
 )
 from fraud_assets.core.render import frame_table, mapping_table, markdown_table
 from fraud_assets.datasets import content_hash, read_history, transactions
-from fraud_pipelines.resources import DataLake
+from fraud_pipelines.resources import DataLake, atomic_write_parquet, atomic_write_text
 
 FEATURES_FILE = ("features", "feature_set.parquet")
 SPEC_FILE = ("features", "feature_spec.json")
@@ -73,8 +73,8 @@ def feature_set(
     for column in LABEL_COLUMNS:
         if column in history.columns:
             features[column] = history[column].to_numpy()
-    features.to_parquet(lake.path(*FEATURES_FILE), index=False)
-    lake.path(*SPEC_FILE).write_text(spec.to_json())
+    atomic_write_parquet(lake.path(*FEATURES_FILE), features)
+    atomic_write_text(lake.path(*SPEC_FILE), spec.to_json())
 
     groups = {d.name: d.group for d in FEATURE_DEFS}
     described = features[list(spec.features)].describe().T

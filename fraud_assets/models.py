@@ -1,6 +1,8 @@
 """Model assets: training, ONNX export and registration, the promotion gate, explanations."""
 
 import json
+import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Literal
@@ -33,16 +35,31 @@ from fraud_assets.core.registry import (
     INFO_FILE,
     ONNX_FILE,
     SPEC_FILE,
+    Registry,
+    canonical_onnx,
     model_info_json,
     sha256_bytes,
 )
 from fraud_assets.core.render import markdown_table
 from fraud_assets.core.scoring import OnnxScorer
 from fraud_assets.core.splits import SplitConfig, recency_weights, time_split
-from fraud_assets.core.training import TrainConfig, save_native, to_onnx, train_model
+from fraud_assets.core.training import (
+    TrainConfig,
+    TrainedModel,
+    save_native,
+    to_onnx,
+    train_model,
+)
 from fraud_assets.datasets import read_history
 from fraud_assets.features import feature_set, load_feature_set
-from fraud_pipelines.resources import DataLake, MlflowTracking
+from fraud_pipelines.resources import (
+    DataLake,
+    MlflowTracking,
+    atomic_write_bytes,
+    atomic_write_parquet,
+    atomic_write_text,
+    pause_point,
+)
 
 ONNX_PARITY_CHECK = "onnx_matches_native"
 BASELINE_CHECK = "meets_baselines"
@@ -111,6 +128,66 @@ def _log_png(mlflow_module: object, png: bytes, name: str) -> None:
         mlflow_module.log_artifact(str(path), artifact_path="plots")  # type: ignore[attr-defined]
 
 
+def _save_native_atomically(model: TrainedModel, bundle: Path) -> Path:
+    """The native model file in the bundle, replaced in one rename (see `atomic_write`).
+    Staging folders left by a killed run are removed."""
+    with tempfile.TemporaryDirectory(dir=bundle, prefix=".native.") as staging:
+        written = save_native(model, Path(staging))
+        target = bundle / written.name
+        os.replace(written, target)
+    for stale in bundle.glob(".native.*"):
+        shutil.rmtree(stale, ignore_errors=True)
+    return target
+
+
+def interrupted_version(
+    instance: dg.DagsterInstance, registry: Registry, onnx_sha: str, current_run_id: str
+) -> str | None:
+    """A registered version of this exact model whose registering run never recorded it.
+
+    A run killed after MLflow registered its model but before Dagster recorded the
+    materialization leaves a version nobody points at. Retraining on the same data and
+    config gives the same ONNX bytes, so the rerun adopts that version instead of
+    registering a duplicate. Only versions registered by a run of this Dagster instance that
+    recorded no `fraud_model` materialization qualify: a version that was materialized, or
+    that was registered from elsewhere, is never adopted (its tags would be overwritten).
+    """
+    for version, run_id in registry.versions_with_sha256(onnx_sha):
+        if not run_id or run_id == current_run_id or instance.get_run_by_id(run_id) is None:
+            continue
+        recorded = instance.all_logs(run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION)
+        keys = {e.asset_materialization.asset_key for e in recorded if e.asset_materialization}
+        if dg.AssetKey("fraud_model") not in keys:
+            return version
+    return None
+
+
+def _register(
+    mlf: object, model_name: str, onnx_bytes: bytes, files: list[Path], metadata: dict
+) -> str:
+    """Log the ONNX model with the bundle's `files` to the active MLflow run and register it
+    as a new version of `model_name`."""
+    import onnx
+
+    logged = mlf.onnx.log_model(  # type: ignore[attr-defined]
+        onnx.load_from_string(onnx_bytes),
+        name="model",
+        registered_model_name=model_name,
+        extra_files=[str(f) for f in files],
+        save_as_external_data=False,
+        pip_requirements=["onnx", "onnxruntime"],
+        metadata=metadata,
+    )
+    return str(logged.registered_model_version)
+
+
+def _end_orphaned_run(registry: Registry, version: str) -> None:
+    """Mark the MLflow run of an adopted version as killed if it was left running."""
+    run_id = registry.version(version).run_id
+    if run_id and registry.client.get_run(run_id).info.status == "RUNNING":
+        registry.client.set_terminated(run_id, status="KILLED")
+
+
 @dg.asset(
     group_name="models",
     kinds={"xgboost", "onnx", "mlflow"},
@@ -154,6 +231,10 @@ def fraud_model(
     `false_decline_cost`). Metrics are on the test window: average precision and recall at
     1% FPR first, never accuracy. The version is registered in MLflow as `fraud_detector`
     with alias `challenger`; the promotion gate decides whether it becomes `champion`.
+
+    Training is seeded, so the same data and config give the same ONNX sha256. A rerun of a
+    run that was killed after registering its model adopts that version rather than
+    registering the same model twice. Every file is written atomically.
     """
     import mlflow as mlf
 
@@ -197,7 +278,7 @@ def fraud_model(
     test_metrics = evaluate(y_test, test_score, amount_test, threshold, cost)
     valid_metrics = evaluate(y[split.valid], valid_score, amount[split.valid], threshold, cost)
 
-    onnx_bytes = to_onnx(model)
+    onnx_bytes = canonical_onnx(to_onnx(model))
     onnx_score = OnnxScorer(onnx_bytes, threads=2).predict(x[split.test])
     parity = float(np.max(np.abs(onnx_score - test_score))) if len(test_score) else 0.0
     parity_ok = parity <= PARITY_TOLERANCE
@@ -206,17 +287,18 @@ def fraud_model(
     onnx_sha = sha256_bytes(onnx_bytes)
 
     bundle = lake.path(*BUNDLE, ONNX_FILE).parent
-    (bundle / ONNX_FILE).write_bytes(onnx_bytes)
-    native_path = save_native(model, bundle)
-    (bundle / SPEC_FILE).write_text(spec.to_json())
-    pd.DataFrame(
+    atomic_write_bytes(bundle / ONNX_FILE, onnx_bytes)
+    native_path = _save_native_atomically(model, bundle)
+    atomic_write_text(bundle / SPEC_FILE, spec.to_json())
+    test_scores = pd.DataFrame(
         {
             "transaction_id": features.loc[split.test, "transaction_id"].to_numpy(),
             "is_fraud": y_test,
             "amount": amount_test,
             "score": test_score,
         }
-    ).to_parquet(bundle / "test_scores.parquet", index=False)
+    )
+    atomic_write_parquet(bundle / "test_scores.parquet", test_scores)
 
     # The drift reference is the validation window: out-of-sample scores (training-window
     # scores are overfit) on history that is warm (the first days of any history have every
@@ -230,7 +312,7 @@ def fraud_model(
     reference = reference.assign(
         is_fraud=y[reference_rows], score=model.predict_proba(x[reference_rows])
     )
-    reference.to_parquet(bundle / REFERENCE_FILE, index=False)
+    atomic_write_parquet(bundle / REFERENCE_FILE, reference)
 
     history = read_history(lake)
     test_frame = pd.DataFrame(
@@ -270,7 +352,11 @@ def fraud_model(
         test_metrics["tp"], test_metrics["fp"], test_metrics["fn"], test_metrics["tn"]
     )
     experiment_id = mlflow.experiment_id()
+    registry = mlflow.registry()
     with mlf.start_run(experiment_id=experiment_id, run_name=f"{config.algorithm}") as run:
+        # Tagged before anything is registered, so a version left by a killed run can still
+        # be recognised by its model's fingerprint.
+        mlf.set_tags({"onnx_sha256": onnx_sha, "dagster_run_id": context.run.run_id})
         mlf.log_params(
             {
                 "algorithm": config.algorithm,
@@ -313,25 +399,24 @@ def fraud_model(
                 "rows": {"train": int(split.train.sum()), "test": int(split.test.sum())},
             },
         )
-        (bundle / INFO_FILE).write_text(info)
-        import onnx
-
-        logged = mlf.onnx.log_model(
-            onnx.load_from_string(onnx_bytes),
-            name="model",
-            registered_model_name=mlflow.model_name,
-            extra_files=[
-                str(native_path),
-                str(bundle / SPEC_FILE),
-                str(bundle / INFO_FILE),
-                str(bundle / REFERENCE_FILE),
-            ],
-            save_as_external_data=False,
-            pip_requirements=["onnx", "onnxruntime"],
-            metadata={"threshold": threshold, "feature_spec_version": spec.version},
-        )
-        version = str(logged.registered_model_version)
-    registry = mlflow.registry()
+        atomic_write_text(bundle / INFO_FILE, info)
+        adopted = interrupted_version(context.instance, registry, onnx_sha, context.run.run_id)
+        if adopted is not None:
+            context.log.warning(
+                f"v{adopted} holds this exact model (sha256 {onnx_sha[:12]}) but its run never "
+                "recorded it: adopting it instead of registering a duplicate"
+            )
+            _end_orphaned_run(registry, adopted)
+            version = adopted
+        else:
+            version = _register(
+                mlf,
+                mlflow.model_name,
+                onnx_bytes,
+                [native_path, *(bundle / f for f in (SPEC_FILE, INFO_FILE, REFERENCE_FILE))],
+                {"threshold": threshold, "feature_spec_version": spec.version},
+            )
+        pause_point("fraud_model:registered")
     tags = {
         "onnx_sha256": onnx_sha,
         "threshold": repr(threshold),
@@ -351,7 +436,7 @@ def fraud_model(
     registry.set_alias(
         CHALLENGER, version, "newly trained candidate", f"dagster run {context.run.run_id}"
     )
-    (bundle / "version.txt").write_text(version)
+    atomic_write_text(bundle / "version.txt", version)
 
     run_url = mlflow.run_url(experiment_id, run.info.run_id)
     metadata: dict[str, object] = {

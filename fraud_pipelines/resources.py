@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import tempfile
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -15,11 +18,81 @@ from fraud_assets.core.registry import Registry
 from fraud_pipelines.settings import Settings
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from serving.online_store import OnlineStore
+
+PAUSE_AT_ENV = "FRAUD_TEST_PAUSE_AT"
+PAUSE_MARKER_ENV = "FRAUD_TEST_PAUSE_MARKER"
+
+
+def pause_point(name: str) -> None:
+    """A named place where fault-injection tests stop a run, so they can kill it there.
+
+    When FRAUD_TEST_PAUSE_AT equals `name`, the process creates the file named by
+    FRAUD_TEST_PAUSE_MARKER and sleeps until it is killed. No deployment sets it; unset, this
+    is one dictionary lookup.
+    """
+    if os.environ.get(PAUSE_AT_ENV) != name:
+        return
+    Path(os.environ[PAUSE_MARKER_ENV]).write_text(f"{name} {os.getpid()}\n")
+    while True:
+        time.sleep(60)
+
+
+def _temp_name(path: Path) -> tuple[str, str]:
+    # The temporary file keeps the target's extension: some writers (xgboost) choose the
+    # format from it.
+    return f".{path.stem}.", f".tmp{path.suffix}"
+
+
+def atomic_write(path: Path, write: Callable[[Path], object]) -> Path:
+    """Write `path` so that a reader, or a run killed at any moment, sees either the previous
+    file or the complete new one, never half of it.
+
+    `write` fills a temporary file in the same folder, which then replaces `path` in one
+    rename. Temporary files left behind by a killed writer of the same file are removed.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    prefix, suffix = _temp_name(path)
+    handle, name = tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=path.parent)
+    os.close(handle)
+    temp = Path(name)
+    try:
+        write(temp)
+        with temp.open("rb+") as written:
+            os.fsync(written.fileno())
+        pause_point(f"replace:{path.name}")
+        os.replace(temp, path)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+    for stale in path.parent.glob(f"{prefix}*{suffix}"):
+        stale.unlink(missing_ok=True)
+    return path
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> Path:
+    """`path.write_bytes(data)`, atomically (see `atomic_write`)."""
+    return atomic_write(path, lambda temp: temp.write_bytes(data))
+
+
+def atomic_write_text(path: Path, text: str) -> Path:
+    """`path.write_text(text)`, atomically (see `atomic_write`)."""
+    return atomic_write(path, lambda temp: temp.write_text(text))
+
+
+def atomic_write_parquet(path: Path, frame: pd.DataFrame) -> Path:
+    """`frame.to_parquet(path, index=False)`, atomically (see `atomic_write`)."""
+    return atomic_write(path, lambda temp: frame.to_parquet(temp, index=False))
 
 
 class DataLake(dg.ConfigurableResource):
-    """Folders for partitioned transactions, feature sets, models, rejects and reports."""
+    """Folders for partitioned transactions, feature sets, models, rejects and reports.
+
+    Assets write their files through `atomic_write` and its helpers, so a run killed
+    mid-write leaves the previous file (or none), never a truncated one.
+    """
 
     root: str
 

@@ -8,6 +8,7 @@
 """
 
 import json
+import os
 import shutil
 import time
 from pathlib import Path
@@ -24,6 +25,9 @@ from fraud_pipelines.settings import Settings
 WATCHED_REPORTS = ("drift_report", "performance_report")
 TRIGGER_TAG = "fraud/retrain_trigger"
 LANDING_SUFFIXES = (".csv", ".parquet", ".pq", ".csv.gz")
+# How often the daemon evaluates the drift sensor. Tests of the real daemon lower it to a few
+# seconds; a deployment has no reason to.
+DRIFT_SENSOR_INTERVAL_ENV = "FRAUD_DRIFT_SENSOR_INTERVAL_SECONDS"
 
 
 def _report_values(metadata: dict) -> dict[str, str]:
@@ -44,7 +48,7 @@ def _last_retraining_start(instance: dg.DagsterInstance) -> float | None:
 
 @dg.sensor(
     job=retraining_job,
-    minimum_interval_seconds=60,
+    minimum_interval_seconds=int(os.environ.get(DRIFT_SENSOR_INTERVAL_ENV, "60")),
     default_status=dg.DefaultSensorStatus.RUNNING,
 )
 def drift_retraining_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:

@@ -46,6 +46,21 @@ def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def canonical_onnx(data: bytes) -> bytes:
+    """The same ONNX model with its graph given a fixed name.
+
+    The converters name the graph with a random UUID, so two exports of one trained model
+    would differ in bytes and in sha256. With a fixed name the sha256 identifies the model,
+    and retraining on the same data with the same config (training is seeded) gives the
+    same sha256, which is what makes registration idempotent.
+    """
+    import onnx
+
+    model = onnx.load_from_string(data)
+    model.graph.name = "fraud_model"
+    return model.SerializeToString()
+
+
 def sha256_file(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as handle:
@@ -173,6 +188,23 @@ class Registry:
             )
         self.set_alias(CHAMPION, previous, f"rollback from v{current.version}", actor)
         return previous
+
+    def versions_with_sha256(self, onnx_sha: str) -> list[tuple[str, str | None]]:
+        """Every version holding the ONNX model with this sha256, oldest first, with the
+        Dagster run that registered it.
+
+        A version is matched on its `onnx_sha256` tag or, for a version whose registering run
+        was killed before it could tag the version, on the tag of its MLflow run (set before
+        the model is logged).
+        """
+        found = []
+        for mv in self.client.search_model_versions(f"name = '{self.model_name}'"):
+            tags = dict(mv.tags or {})
+            if mv.run_id and ("onnx_sha256" not in tags or "dagster_run_id" not in tags):
+                tags = {**self.client.get_run(mv.run_id).data.tags, **tags}
+            if tags.get("onnx_sha256") == onnx_sha:
+                found.append((str(mv.version), tags.get("dagster_run_id")))
+        return sorted(found, key=lambda item: int(item[0]))
 
     def download(self, version: str, folder: Path) -> Path:
         """Download a version's files into `folder` and return the folder."""
