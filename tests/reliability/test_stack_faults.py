@@ -29,7 +29,8 @@ from fraud_pipelines.stack import SeedResult, Stack
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 from load_test import run_load, worker_pids
 
-pytestmark = pytest.mark.integration
+# One worker runs every test of the shared native stack, in order (pytest -n 2 --dist loadgroup).
+pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("native_stack")]
 
 CONNECTIONS = 16
 LOAD_SECONDS = 60

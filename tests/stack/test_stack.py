@@ -20,7 +20,8 @@ import sqlalchemy as sa
 
 from fraud_pipelines.stack import SeedResult, Stack, StackError
 
-pytestmark = pytest.mark.integration
+# One worker runs every test of the shared native stack, in order (pytest -n 2 --dist loadgroup).
+pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("native_stack")]
 
 VELOCITY_PAYMENTS = 6
 DRIFT_PAYMENTS = 300
