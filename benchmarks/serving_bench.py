@@ -65,6 +65,19 @@ TRANSACTION_FIELDS = (
 # Every request body is one of `bodies`, with `#ID#` replaced by a run-unique id.
 WRK_SCRIPT = """
 local bodies = {%(bodies)s}
+-- Each body split once at its #ID# markers: a request is then one table.concat.
+split = {}
+for i, body in ipairs(bodies) do
+  local segments, start = {}, 1
+  while true do
+    local at = string.find(body, "#ID#", start, true)
+    if not at then break end
+    table.insert(segments, string.sub(body, start, at - 1))
+    start = at + 4
+  end
+  table.insert(segments, string.sub(body, start))
+  split[i] = segments
+end
 local path = "%(path)s"
 local headers = {["Content-Type"] = "application/json"%(key)s}
 local counter = 0
@@ -87,16 +100,19 @@ function request()
     return wrk.format("GET", "/healthz")
   end
   counter = counter + 1
-  local body = bodies[(counter %% #bodies) + 1]
-  body = string.gsub(body, "#ID#", "%(run)s-" .. tid .. "-" .. counter)
-  return wrk.format("POST", path, headers, body)
+  local segments = split[(counter %% #split) + 1]
+  local id = "%(run)s-" .. tid .. "-" .. counter
+  return wrk.format("POST", path, headers, table.concat(segments, id))
 end
 
 function response(status, headers, body)
-  if string.find(body, '"prediction_id"', 1, true) or string.find(body, '"results"', 1, true) then
-    if status == 200 then scored = scored + 1 end
-  elseif string.find(body, '"alive"', 1, true) or string.find(body, '"status"', 1, true) then
-    return
+  if until_epoch > 0 and not string.find(body, '"prediction_id"', 1, true) then
+    if string.find(body, '"alive"', 1, true) or string.find(body, '"status"', 1, true) or
+       status == 200 then
+      return  -- a health check of the last seconds
+    end
+  elseif status == 200 then
+    scored = scored + 1
   end
   statuses[status] = (statuses[status] or 0) + 1
 end
@@ -307,6 +323,8 @@ def bench_all(
     from serving.keys import ApiKeys
 
     base_env = {**os.environ, **env, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    # `mlflow models serve` starts `uvicorn` by name: the environment's bin must be on PATH.
+    base_env["PATH"] = f"{BIN}{os.pathsep}{base_env.get('PATH', '')}"
     key = ApiKeys(env["FRAUD_PLATFORM_DB_URL"]).create(f"bench-{run}")
     items = payloads(live)
     scripts = folder / "wrk"

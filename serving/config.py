@@ -17,6 +17,7 @@ database.
 | `FRAUD_REASON_CODES` | fast | `fast` (path attribution), `exact` (TreeSHAP) or `auto` |
 | `FRAUD_ACCESS_LOG` | 0 | 1 turns on BentoML's per-request access log |
 | `FRAUD_ONLINE_STORE_TIMEOUT_MS` | 250 | longest wait on the online store before scoring degraded |
+| `FRAUD_PREDICTION_LOG_FLUSH_MS` | 500 | how often the prediction log writes its queued rows |
 | `FRAUD_DIRECT_ANSWERS` | 1 | 0 sends requests through BentoML's request pipeline |
 """
 
@@ -69,6 +70,7 @@ class ServingSettings:
     access_log: bool
     store_timeout_s: float = 0.25
     alert_webhook_url: str | None = None
+    log_flush_s: float = 0.5
 
     @property
     def serving_dir(self) -> Path:
@@ -106,4 +108,6 @@ class ServingSettings:
             store_timeout_s=max(0.01, float(source.get("FRAUD_ONLINE_STORE_TIMEOUT_MS", "250")))
             / 1000.0,
             alert_webhook_url=source.get("FRAUD_ALERT_WEBHOOK_URL") or None,
+            log_flush_s=max(0.01, float(source.get("FRAUD_PREDICTION_LOG_FLUSH_MS", "500")))
+            / 1000.0,
         )

@@ -101,6 +101,7 @@ class ScoringEngine:
             on_drop=self.metrics.log_dropped.inc,
             on_spool=self.metrics.log_spooled.inc,
             on_replay=self.metrics.log_replayed.inc,
+            flush_interval_s=settings.log_flush_s,
         )
         self.champion = ChampionModel(
             settings,
