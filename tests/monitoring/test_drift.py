@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 
 import numpy as np
 import pandas as pd
@@ -88,12 +87,9 @@ def test_million_rows_same_or_trivially_shifted_is_ok_real_shift_is_critical(mil
         real[name] = real[name] * 1.6
     real["log_amount"] = np.log1p(real["amount"])
 
-    timings = []
     results = {}
     for label, frame in (("same", current), ("tiny", tiny), ("real", real)):
-        began = time.perf_counter()
         results[label] = compute_drift(reference, frame, FEATURES)
-        timings.append(time.perf_counter() - began)
 
     assert len(results["same"].features) == 27
     for label in ("same", "tiny"):
@@ -110,7 +106,6 @@ def test_million_rows_same_or_trivially_shifted_is_ok_real_shift_is_critical(mil
     assert drifted.feature("log_amount").status == CRITICAL
     assert drifted.worst_features[0] in AMOUNT_FAMILY
     assert {r.status for r in drifted.features if r.feature not in AMOUNT_FAMILY} == {OK}
-    assert max(timings) < 10.0, timings
 
 
 def test_feature_kinds_follow_names_and_cardinality():
