@@ -22,4 +22,4 @@ cp -n dagster.yaml "$DAGSTER_HOME/dagster.yaml" 2>/dev/null || true
 .venv/bin/dagster definitions validate -w workspace.yaml
 # Two workers: many tests wait on servers they started. The native-stack tests share one
 # stack, so they stay together on one worker (xdist_group "native_stack").
-exec .venv/bin/python -m pytest -p no:cacheprovider -n 2 --dist loadgroup "$@"
+exec .venv/bin/python -m pytest -p no:cacheprovider -n 2 --dist loadgroup --durations=25 "$@"
