@@ -17,7 +17,7 @@ What it does, in about two minutes on a quiet two-core machine:
    `drift_report` page with `ui_snapshots.snapshot_drift_report`, which fails unless the
    page shows the status and the metadata table of the latest materialization.
 
-The tests run `make_screenshot` into a temporary folder (tests/monitoring/test_ui_screenshot.py).
+The tests run `screenshot_running` against the native stack's UI (tests/stack/test_stack.py).
 """
 
 import argparse
@@ -242,11 +242,19 @@ def make_screenshot(
     with tempfile.TemporaryDirectory(prefix="drift-screenshot-") as scratch:
         root = Path(workdir) if workdir else Path(scratch)
         platform = build_demo_platform(root)
-        with dagster_webserver(platform) as url, ui_snapshots.browser() as chromium:
-            page = ui_snapshots.new_page(chromium)
-            return ui_snapshots.snapshot_drift_report(
-                page, url, Path(out), Path(worst_features_out) if worst_features_out else None
-            )
+        with dagster_webserver(platform) as url:
+            return screenshot_running(url, out, worst_features_out)
+
+
+def screenshot_running(
+    dagster_url: str, out: Path = DEFAULT_OUT, worst_features_out: Path | None = None
+) -> "ui_snapshots.Snapshot":
+    """Save the `drift_report` page of a running Dagster UI (e.g. the native stack's)."""
+    with ui_snapshots.browser() as chromium:
+        page = ui_snapshots.new_page(chromium)
+        return ui_snapshots.snapshot_drift_report(
+            page, dagster_url, Path(out), Path(worst_features_out) if worst_features_out else None
+        )
 
 
 def main() -> int:

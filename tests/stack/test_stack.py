@@ -223,32 +223,42 @@ def test_drift_report_materializes_from_scored_payments(seeded: tuple[Stack, See
     assert drift_events == 1
 
 
-def _ui_snapshots() -> Any:
+def _script(name: str) -> Any:
     import importlib.util
     import sys
 
-    path = Path(__file__).resolve().parents[2] / "scripts" / "ui_snapshots.py"
-    spec = importlib.util.spec_from_file_location("ui_snapshots", path)
+    path = Path(__file__).resolve().parents[2] / "scripts" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
-    sys.modules["ui_snapshots"] = module
+    sys.modules[name] = module
     spec.loader.exec_module(module)
     return module
 
 
 def test_uis_in_a_real_browser(seeded: tuple[Stack, SeedResult]) -> None:
-    """Headless Chromium loads the asset graph, the drift report's metadata table and the
-    champion on MLflow's model page. Screenshots land in build/test-artifacts/ui/."""
+    """Headless Chromium loads the asset graph, the drift report's metadata table (with the
+    README's screenshot script) and the champion on MLflow's model page. Screenshots land in
+    build/test-artifacts/ui/."""
     if not Path(os.environ.get("CHROMIUM", "/usr/bin/chromium")).exists():
         pytest.skip("chromium is not installed (apt-get install -y chromium)")
     stack, _ = seeded
     out = Path(os.environ.get("FRAUD_TEST_ARTIFACTS", "build/test-artifacts")) / "ui"
-    snapshots = _ui_snapshots().take(stack.dagster_url, stack.mlflow_url, out)
-    assert [s.path.name for s in snapshots] == [
-        "dagster_graph.png",
-        "drift_report.png",
-        "mlflow_model.png",
-    ]
+    ui = _script("ui_snapshots")
+    snapshots = ui.take(stack.dagster_url, stack.mlflow_url, out, only=("graph", "mlflow"))
+    assert [s.path.name for s in snapshots] == ["dagster_graph.png", "mlflow_model.png"]
     for snapshot in snapshots:
         assert snapshot.path.stat().st_size > 20_000, snapshot.path
-    assert "champion" in snapshots[2].text
+    assert "champion" in snapshots[1].text
+
+    drift = _script("drift_screenshot").screenshot_running(
+        stack.dagster_url, out / "drift_report.png", out / "worst_features.png"
+    )
+    status = drift.verified[0].removeprefix("status ")
+    assert status in ("OK", "WARNING", "CRITICAL"), drift.verified
+    assert f"Drift: {status}" in drift.text
+    for entry in ("status", "max_psi", "worst_features", "psi/amount"):
+        assert entry in drift.text, f"{entry} not on the page"
+    assert any(v.startswith("worst_features table") for v in drift.verified)
+    for picture in (out / "drift_report.png", out / "worst_features.png"):
+        assert picture.stat().st_size > 50_000, picture
