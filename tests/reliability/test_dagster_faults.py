@@ -45,7 +45,11 @@ from fraud_pipelines.sandbox import (
 )
 from fraud_pipelines.sensors import TRIGGER_TAG, drift_retraining_sensor
 
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.timeout(900),
+    pytest.mark.xdist_group("dagster_faults"),  # one worker builds the shared platform
+]
 log = logging.getLogger(__name__)
 
 TRAINING_PATH = ["feature_set", "fraud_model", "champion_model"]

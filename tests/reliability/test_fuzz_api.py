@@ -36,6 +36,8 @@ from test_service import running, transaction, wait_for
 
 BASE_URL = "http://testserver"
 MIN_CASES = 2000
+# The case count adds up over this module's tests: they must share one process.
+pytestmark = pytest.mark.xdist_group("fuzz_api")
 WRONG_KEY = "fsk_000000000000_not-a-real-secret"
 RESPONSE_CHECKS = [
     not_a_server_error,

@@ -30,7 +30,7 @@ from serving.gateway import BODY_TIMEOUT_SECONDS
 REPO = Path(__file__).resolve().parents[2]
 START_TIMEOUT = 240.0
 PROMPT_SECONDS = 15.0
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("hostile_http")]
 
 
 class Server:

@@ -39,6 +39,8 @@ from serving.online_store import (
 )
 
 TOLERANCE = 1e-6
+# The module's tests share one expensive world: keep them in one process.
+pytestmark = pytest.mark.xdist_group("parity")
 NEVER = np.iinfo(np.int64).max
 
 
