@@ -140,8 +140,8 @@ def test_worker_killed_under_load(native_stack: tuple[Stack, SeedResult]) -> Non
     port = int(url.rsplit(":", 1)[1])
     before = worker_pids(port)
     result = run_load(
-        url, seed.api_key, stack.platform_db_url, payments(stack), 30, CONNECTIONS,
-        kill_worker_at=8, timeout_s=60,
+        url, seed.api_key, stack.platform_db_url, payments(stack), 20, CONNECTIONS,
+        kill_worker_at=6, timeout_s=60,
     )  # fmt: skip
     print(json.dumps(result))  # noqa: T201
     failed = int(result["non_200"]) + int(result["socket_errors"])

@@ -99,20 +99,11 @@ def running(
         yield client, headers
 
 
-@pytest.fixture(params=["direct", "bentoml"])
+@pytest.fixture
 def service(
-    request: pytest.FixtureRequest,
-    model_world: ModelWorld,
-    tmp_path: Path,
-    clean_env: pytest.MonkeyPatch,
+    model_world: ModelWorld, tmp_path: Path, clean_env: pytest.MonkeyPatch
 ) -> Iterator[tuple[TestClient, dict[str, str]]]:
-    """The service, with the gateway answering the API routes itself and without it
-    (BentoML's request pipeline and API methods): both must answer alike."""
-    direct = "1" if request.param == "direct" else "0"
-    with running(model_world, tmp_path / "home", clean_env, FRAUD_DIRECT_ANSWERS=direct) as (
-        client,
-        headers,
-    ):
+    with running(model_world, tmp_path / "home", clean_env) as (client, headers):
         wait_for(client, lambda b: b["ready"] and registry_checked(b))
         yield client, headers
 
@@ -570,3 +561,45 @@ def test_prediction_log_is_flushed_on_shutdown(
         assert list(features) == list(model_world.spec.features)
         assert np.isfinite(list(features.values())).all()
     assert not {"gender", "age"} & set(rows[0].keys())
+
+
+def test_bentoml_request_pipeline_answers_alike(
+    model_world: ModelWorld, tmp_path: Path, clean_env: pytest.MonkeyPatch
+) -> None:
+    """With FRAUD_DIRECT_ANSWERS=0 every request goes through BentoML's own pipeline to the
+    API methods; the answers and the error format are the same as the gateway's."""
+    with running(model_world, tmp_path / "home", clean_env, FRAUD_DIRECT_ANSWERS="0") as (
+        client,
+        headers,
+    ):
+        wait_for(client, lambda b: b["ready"])
+        body = transaction(model_world, 900)
+        first = client.post("/predict", json=body, headers=headers)
+        assert first.status_code == 200, first.text
+        scored = first.json()
+        assert scored["decision"] in ("approve", "review", "decline")
+        assert len(scored["reason_codes"]) <= 3
+        again = client.post("/predict", json=body, headers=headers).json()
+        assert again["prediction_id"] == scored["prediction_id"]
+        error = assert_error(
+            client.post("/predict", json={**body, "amount": -1}, headers=headers), 422
+        )
+        assert [d["field"] for d in error["details"]] == ["amount"]
+        assert_error(
+            client.post(
+                "/predict", content=b"{", headers={**headers, "content-type": "application/json"}
+            ),
+            400,
+            "invalid_json",
+        )
+        assert_error(client.post("/predict", json=body), 401, "missing_api_key")
+        batch = client.post(
+            "/predict/batch",
+            json={"transactions": [transaction(model_world, 901), transaction(model_world, 902)]},
+            headers=headers,
+        )
+        assert batch.status_code == 200 and len(batch.json()["results"]) == 2
+        explained = client.post("/predict/explain", json=body, headers=headers)
+        assert explained.status_code == 200 and explained.json()["from_history"]
+        unknown = {"prediction_id": str(uuid.uuid4()), "is_fraud": True}
+        assert_error(client.post("/feedback", json=unknown, headers=headers), 404)
