@@ -68,16 +68,16 @@ def native_stack() -> Iterator[tuple[Stack, SeedResult]]:
             shutil.rmtree(root, ignore_errors=True)
 
 
-# The native stack and the Dagster kill tests take about 20 more minutes on 2 cores than the
-# rest of the suite together; `FRAUD_FULL_TESTS=1 ./scripts/test.sh` runs them.
-HEAVY_GROUPS = frozenset({"native_stack", "dagster_faults"})
+# The native-stack tests take about 20 more minutes on 2 cores than the rest of the suite
+# together; `FRAUD_FULL_TESTS=1 ./scripts/test.sh` runs them.
+HEAVY_GROUPS = frozenset({"native_stack"})
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     if os.environ.get("FRAUD_FULL_TESTS") == "1":
         return
     skip = pytest.mark.skip(
-        reason="native stack / Dagster kill tests: run with FRAUD_FULL_TESTS=1 (~20 min more)"
+        reason="native stack tests: run with FRAUD_FULL_TESTS=1 (~20 min more)"
     )
     for item in items:
         group = item.get_closest_marker("xdist_group")
