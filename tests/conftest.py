@@ -76,9 +76,7 @@ HEAVY_GROUPS = frozenset({"native_stack"})
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     if os.environ.get("FRAUD_FULL_TESTS") == "1":
         return
-    skip = pytest.mark.skip(
-        reason="native stack tests: run with FRAUD_FULL_TESTS=1 (~20 min more)"
-    )
+    skip = pytest.mark.skip(reason="native stack tests: run with FRAUD_FULL_TESTS=1 (~20 min more)")
     for item in items:
         group = item.get_closest_marker("xdist_group")
         if group is not None and group.args and group.args[0] in HEAVY_GROUPS:
