@@ -68,15 +68,17 @@ def native_stack() -> Iterator[tuple[Stack, SeedResult]]:
             shutil.rmtree(root, ignore_errors=True)
 
 
-# The native-stack tests take about 20 more minutes on 2 cores than the rest of the suite
-# together; `FRAUD_FULL_TESTS=1 ./scripts/test.sh` runs them.
-HEAVY_GROUPS = frozenset({"native_stack"})
+# The native stack and the Dagster kill tests take about 20 more minutes on 2 cores than the
+# rest of the suite together; `FRAUD_FULL_TESTS=1 ./scripts/test.sh` runs them.
+HEAVY_GROUPS = frozenset({"native_stack", "dagster_faults"})
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     if os.environ.get("FRAUD_FULL_TESTS") == "1":
         return
-    skip = pytest.mark.skip(reason="native stack tests: run with FRAUD_FULL_TESTS=1 (~20 min more)")
+    skip = pytest.mark.skip(
+        reason="native stack / Dagster kill tests: run with FRAUD_FULL_TESTS=1 (~20 min more)"
+    )
     for item in items:
         group = item.get_closest_marker("xdist_group")
         if group is not None and group.args and group.args[0] in HEAVY_GROUPS:
