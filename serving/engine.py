@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from fraud_assets.core.live_batch import HistoryBatch, batch_features
 from serving.alerting import REGISTRY_UNREACHABLE, STORE_DOWN, ServiceAlerts
 from serving.champion import ChampionModel, LoadedModel
 from serving.config import ServingSettings
@@ -24,7 +25,9 @@ from serving.errors import fail
 from serving.keys import ApiKeys
 from serving.metrics import build_metrics
 from serving.online_store import (
+    Commit,
     Prepared,
+    PreparedBatch,
     SqliteOnlineStore,
     StoredResult,
     StoreTxn,
@@ -45,7 +48,7 @@ from serving.schemas import (
     ReasonCode,
     Transaction,
 )
-from serving.store_guard import GuardedStore, PendingCommit
+from serving.store_guard import GuardedStore
 
 logger = logging.getLogger("serving.engine")
 
@@ -80,6 +83,20 @@ def feature_input(txn: Transaction, ts: int) -> dict[str, object]:
         if value is not None:
             out[name] = value
     return out
+
+
+def batch_columns(txns: Sequence[Transaction], stxns: Sequence[StoreTxn]) -> dict[str, Any]:
+    """Many transactions as the batch feature builder reads them (columns, canonical order)."""
+    columns: dict[str, Any] = {
+        "ts_ms": np.array([t.ts_ms for t in stxns], dtype=np.int64),
+        "amount": np.array([t.amount for t in stxns], dtype=np.float64),
+        "user_id": [t.user_id for t in stxns],
+        "merchant_id": [t.merchant_id for t in stxns],
+        "device_id": [t.device_id for t in stxns],
+    }
+    for name in CATEGORICAL:
+        columns[name] = [getattr(t, name) or "" for t in txns]
+    return columns
 
 
 class ScoringEngine:
@@ -371,9 +388,7 @@ class ScoringEngine:
                     return self._replay(earlier, model)
         if degraded:
             self.store.defer(
-                PendingCommit(
-                    stxn, features, str(prediction_id), model.version, result.model_dump_json()
-                )
+                Commit(stxn, features, str(prediction_id), model.version, result.model_dump_json())
             )
         self._count_decision(decision, model.version)
         self._predict_timer.observe(time.perf_counter() - started)
@@ -381,102 +396,125 @@ class ScoringEngine:
         return result
 
     def predict_batch(self, request: BatchRequest, api_key: str | None = None) -> BatchResponse:
-        """Score many payments: history in time order, one model call for all of them."""
+        """Score many payments as if one by one in time order, with one read and one write.
+
+        The store is read once for the whole batch; each payment's features also count the
+        batch's earlier payments of the same customer and merchant (`batch_features`), one
+        model call scores them all, and one write records them.
+        """
         started = time.perf_counter()
         model = self._model()
         txns = request.transactions
         n = len(txns)
         stxns = [store_txn(t) for t in txns]
         order = sorted(range(n), key=lambda i: (stxns[i].ts_ms, stxns[i].transaction_id))
-        results: list[FraudScore | None] = [None] * n
-        features = np.zeros((n, len(model.spec.features)), dtype=np.float64)
-        degraded = np.zeros(n, dtype=bool)
-        committed = np.zeros(n, dtype=bool)
         first_of: dict[str, int] = {}
-        duplicates: list[tuple[int, int]] = []
-        ids = [uuid.uuid4() for _ in range(n)]
+        unique: list[int] = []  # first occurrence of each transaction_id, in canonical order
         for i in order:
-            stxn = stxns[i]
-            if stxn.transaction_id in first_of:
-                duplicates.append((i, first_of[stxn.transaction_id]))
-                continue
-            first_of[stxn.transaction_id] = i
-            prepared, degraded[i] = self._prepare(stxn)
-            if prepared.existing is not None:
-                results[i] = self._replay(prepared.existing, model)
-                continue
-            features[i] = model.builder.build(
-                feature_input(txns[i], stxn.ts_ms), prepared.user, prepared.merchant
+            if stxns[i].transaction_id not in first_of:
+                first_of[stxns[i].transaction_id] = i
+                unique.append(i)
+        results: list[FraudScore | None] = [None] * n
+        degraded = False
+        try:
+            prepared = self.store.prepare_many([stxns[i] for i in unique])
+        except StoreUnavailable as exc:
+            logger.error("scoring a batch of %d without history: %s", len(unique), exc)
+            self.metrics.degraded.inc(len(unique))
+            degraded = True
+            prepared = PreparedBatch(
+                HistoryBatch.empty(len(unique)), {}, np.zeros(len(unique), dtype=bool)
             )
-            if degraded[i]:
-                continue
-            # Commit before the next payment so a customer's later payment sees this one.
-            try:
-                earlier = self.store.commit(stxn, features[i], str(ids[i]), model.version, None)
-            except StoreUnavailable as exc:
-                logger.error("%s scored but not recorded: %s", stxn.transaction_id, exc)
-                self.metrics.degraded.inc()
-                degraded[i] = True
-                continue
-            if earlier is not None:
-                results[i] = self._replay(earlier, model)
-            else:
-                committed[i] = True
-        repeated = {i for i, _ in duplicates}
-        todo = np.array(
-            [i for i in range(n) if results[i] is None and i not in repeated], dtype=np.int64
-        )
-        responses: list[tuple[str, str]] = []
-        if len(todo):
-            x = features[todo]
+        for k, stored in prepared.existing.items():
+            results[unique[k]] = self._replay(stored, model)
+        todo = [k for k in range(len(unique)) if k not in prepared.existing]
+        if todo:
+            rows = [unique[k] for k in todo]
+            history = prepared.history.take(np.asarray(todo, dtype=np.int64))
+            # Payments already in the store, or not recorded now, add nothing to the history.
+            adds = np.zeros(len(todo), dtype=bool) if degraded else ~prepared.in_history[todo]
+            x = batch_features(
+                batch_columns([txns[i] for i in rows], [stxns[i] for i in rows]),
+                adds,
+                history,
+                model.spec,
+            )
             scores = model.scorer.predict(x)
-            decisions = [model.decide(float(s)) for s in scores]
+            decisions = [model.decide(s) for s in scores.tolist()]
             reasons = self._reasons(model, x, scores, decisions)
             latency = round((time.perf_counter() - started) * 1000.0, 3)
-            for k, i in enumerate(todo.tolist()):
-                result = FraudScore(
-                    prediction_id=ids[i],
-                    transaction_id=txns[i].transaction_id,
+            scored = [
+                FraudScore(
+                    prediction_id=uuid.uuid4(),
+                    transaction_id=stxns[i].transaction_id,
                     fraud_score=float(scores[k]),
                     decision=decisions[k],
                     is_fraud=decisions[k] == "decline",
                     reason_codes=reasons[k],
                     model_version=model.version,
                     latency_ms=latency,
-                    degraded=bool(degraded[i]),
+                    degraded=degraded,
                 )
+                for k, i in enumerate(rows)
+            ]
+            earlier = self._record_batch(model, [stxns[i] for i in rows], x, scored, degraded)
+            logged: list[dict[str, Any]] = []
+            for k, i in enumerate(rows):
+                stored = earlier.get(stxns[i].transaction_id)
+                if stored is not None:
+                    results[i] = self._replay(stored, model)
+                    continue
+                result = scored[k]
                 results[i] = result
-                if committed[i]:
-                    responses.append((result.transaction_id, result.model_dump_json()))
-                elif degraded[i]:
-                    self.store.defer(
-                        PendingCommit(
-                            stxns[i],
-                            features[i],
-                            str(ids[i]),
-                            model.version,
-                            result.model_dump_json(),
-                        )
-                    )
                 self._count_decision(result.decision, model.version)
-                self.log.log(
+                logged.append(
                     self._log_row(
-                        txns[i],
-                        features[i],
-                        result,
-                        "predict_batch",
-                        api_key,
-                        model.spec.features,
+                        txns[i], x[k], result, "predict_batch", api_key, model.spec.features
                     )
                 )
-        try:
-            self.store.save_responses(responses)
-        except StoreUnavailable as exc:
-            logger.error("could not save %d batch responses: %s", len(responses), exc)
-        for i, first in duplicates:
-            results[i] = results[first]
+            for row in logged:
+                self.log.log(row)
+        for i in range(n):
+            if results[i] is None:
+                results[i] = results[first_of[stxns[i].transaction_id]]
         self.metrics.scoring_seconds.labels("predict_batch").observe(time.perf_counter() - started)
         return BatchResponse(results=[r for r in results if r is not None])
+
+    def _record_batch(
+        self,
+        model: LoadedModel,
+        stxns: Sequence[StoreTxn],
+        x: np.ndarray,
+        scored: list[FraudScore],
+        degraded: bool,
+    ) -> dict[str, StoredResult]:
+        """Record a scored batch in one write; returns results other requests stored first.
+
+        If the store cannot take them, the payments are flagged degraded (in `scored`) and
+        their history updates queued for when it is back.
+        """
+        if not degraded:
+            commits = [
+                Commit(t, x[k], str(r.prediction_id), model.version, r.model_dump_json())
+                for k, (t, r) in enumerate(zip(stxns, scored, strict=True))
+            ]
+            try:
+                return self.store.commit_many(commits)
+            except StoreUnavailable as exc:
+                logger.error("a batch of %d scored but not recorded: %s", len(commits), exc)
+                self.metrics.degraded.inc(len(commits))
+        for k, t in enumerate(stxns):
+            scored[k] = scored[k].model_copy(update={"degraded": True})
+            self.store.defer(
+                Commit(
+                    t,
+                    x[k],
+                    str(scored[k].prediction_id),
+                    model.version,
+                    scored[k].model_dump_json(),
+                )
+            )
+        return {}
 
     def explain(self, txn: Transaction) -> Explanation:
         """Every feature's exact contribution; a scored transaction_id is explained as scored."""

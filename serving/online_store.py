@@ -29,6 +29,7 @@ import argparse
 import json
 import logging
 import math
+import re
 import sqlite3
 import threading
 import time
@@ -51,6 +52,7 @@ from fraud_assets.core.features import (
     label_known_ms,
     timestamps_ms,
 )
+from fraud_assets.core.live_batch import HistoryBatch
 
 logger = logging.getLogger("serving.online_store")
 
@@ -103,6 +105,52 @@ class Prepared:
     in_history: bool = False
 
 
+@dataclass(frozen=True)
+class PreparedBatch:
+    """The store's view of a batch of payments before any of them is recorded.
+
+    `history` has one entry per payment, as of that payment's time; `existing` maps the
+    position of each payment scored before to its result; `in_history[i]` is True for a
+    payment already counted in the loaded history.
+    """
+
+    history: HistoryBatch
+    existing: dict[int, StoredResult]
+    in_history: np.ndarray
+
+
+@dataclass(frozen=True)
+class Commit:
+    """A scored payment to record: its fields, features, prediction id and response."""
+
+    txn: StoreTxn
+    features: np.ndarray
+    prediction_id: str
+    model_version: str
+    response: str | None
+
+
+def _scored_row(c: Commit, features_json: str, now_ms: int, log_amount: float) -> tuple[Any, ...]:
+    """The `transactions` row of a scored payment (its trigger updates the history)."""
+    txn = c.txn
+    return (
+        txn.transaction_id,
+        txn.merchant_id,
+        txn.ts_ms,
+        c.prediction_id,
+        c.model_version,
+        features_json,
+        c.response,
+        now_ms,
+        txn.user_id,
+        txn.amount,
+        txn.device_id,
+        txn.country,
+        log_amount,
+        log_amount * log_amount,
+    )
+
+
 def empty_history() -> tuple[UserHistory, MerchantHistory]:
     """The history of a customer and merchant never seen before."""
     user = UserHistory(np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float64))
@@ -121,8 +169,10 @@ def _to_ms(value: datetime | pd.Timestamp | int | float) -> int:
 
 
 def _features_json(features: np.ndarray | Sequence[float]) -> str:
-    # repr of a float round-trips exactly, so stored features explain bit-identically.
-    return "[" + ",".join(repr(float(v)) for v in features) + "]"
+    # json writes floats with repr, which round-trips exactly: stored features explain
+    # bit-identically.
+    values = features.tolist() if isinstance(features, np.ndarray) else [float(v) for v in features]
+    return json.dumps(values, separators=(",", ":"))
 
 
 @dataclass(frozen=True)
@@ -246,6 +296,34 @@ class OnlineStore(abc.ABC):
         the same transaction_id was committed first (e.g. by a concurrent retry); then
         nothing changes.
         """
+
+    def prepare_many(self, txns: Sequence[StoreTxn]) -> PreparedBatch:
+        """`prepare` of many payments in one read, all as of before the batch.
+
+        Payments of the batch do not see each other here: `batch_features` adds them.
+        """
+        pairs: list[tuple[UserHistory, MerchantHistory]] = []
+        existing: dict[int, StoredResult] = {}
+        in_history = np.zeros(len(txns), dtype=bool)
+        for i, txn in enumerate(txns):
+            prepared = self.prepare(txn)
+            pairs.append((prepared.user, prepared.merchant))
+            in_history[i] = prepared.in_history
+            if prepared.existing is not None:
+                existing[i] = prepared.existing
+        return PreparedBatch(HistoryBatch.from_histories(pairs), existing, in_history)
+
+    def commit_many(self, commits: Sequence[Commit]) -> dict[str, StoredResult]:
+        """`commit` of many payments, in the given (canonical) order.
+
+        Returns the earlier results of payments another request recorded first.
+        """
+        earlier: dict[str, StoredResult] = {}
+        for c in commits:
+            stored = self.commit(c.txn, c.features, c.prediction_id, c.model_version, c.response)
+            if stored is not None:
+                earlier[c.txn.transaction_id] = stored
+        return earlier
 
     @abc.abstractmethod
     def save_responses(self, responses: Sequence[tuple[str, str]]) -> None:
@@ -403,6 +481,45 @@ LEFT JOIN merchant_label_totals AS lt ON lt.merchant_id = :m AND lt.through_ms <
 _SELECT_STORED = (
     "SELECT transaction_id, prediction_id, features, response, model_version "
     "FROM transactions WHERE transaction_id = ?"
+)
+
+# The same statement for a whole batch: one row per payment of the temp table batch_keys,
+# whose columns are the named parameters above.
+_BATCH_PREPARE_SQL = (
+    re.sub(
+        r":(\w+)",
+        r"b.\1",
+        _PREPARE_SQL.replace("SELECT\n", "SELECT b.i,\n", 1).replace(
+            "FROM (SELECT 1)", "FROM temp.batch_keys AS b"
+        ),
+    )
+    + "ORDER BY b.i"
+)
+_KEY_COLUMNS: tuple[str, ...] = (
+    "tid",
+    "u",
+    "m",
+    "dev",
+    "cty",
+    "ts",
+    "hib",
+    "hiedge",
+    *(f"w{name}_{part}" for name in MERCHANT_WINDOWS_MS for part in ("lo", "lob", "loedge")),
+)
+_TEXT_KEYS = frozenset({"tid", "u", "m", "dev", "cty"})
+_BATCH_EVENTS_SQL = f"""
+SELECT b.i, e.ts_ms, e.amount FROM temp.batch_keys AS b
+JOIN user_events AS e ON e.user_id = b.u AND e.ts_ms >= b.ts - {HISTORY_MS} AND e.ts_ms <= b.ts
+ORDER BY b.i, e.ts_ms, e.transaction_id
+"""
+_BATCH_EXISTING_SQL = (
+    "SELECT b.i, t.transaction_id, t.prediction_id, t.features, t.response, t.model_version "
+    "FROM temp.batch_keys AS b JOIN transactions AS t ON t.transaction_id = b.tid "
+    "WHERE t.prediction_id IS NOT NULL"
+)
+_INSERT_SCORED = (
+    "INSERT INTO transactions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+    "ON CONFLICT(transaction_id) DO NOTHING"
 )
 
 
@@ -588,6 +705,114 @@ class SqliteOnlineStore(OnlineStore):
         merchant = MerchantHistory(counts, float(known + extra_known), float(fraud + extra_fraud))
         return Prepared(user, merchant, in_history=row[0] == 0)
 
+    def _fill_batch_keys(self, conn: sqlite3.Connection, txns: Sequence[StoreTxn]) -> None:
+        if not getattr(self._local, "batch_table", False):
+            columns = ", ".join(
+                f"{name} {'TEXT' if name in _TEXT_KEYS else 'INTEGER'}" for name in _KEY_COLUMNS
+            )
+            conn.execute(
+                f"CREATE TEMP TABLE IF NOT EXISTS batch_keys(i INTEGER PRIMARY KEY, {columns})"
+            )
+            self._local.batch_table = True
+        conn.execute("DELETE FROM temp.batch_keys")
+        marks = ", ".join("?" * (len(_KEY_COLUMNS) + 1))
+        conn.executemany(
+            f"INSERT INTO temp.batch_keys VALUES ({marks})",
+            [(i, *self._params(txn).values()) for i, txn in enumerate(txns)],
+        )
+
+    def prepare_many(self, txns: Sequence[StoreTxn]) -> PreparedBatch:
+        n = len(txns)
+        with self._guard():
+            conn = self._conn()
+            # One read snapshot for the whole batch.
+            conn.execute("BEGIN")
+            try:
+                self._fill_batch_keys(conn, txns)
+                rows = conn.execute(_BATCH_PREPARE_SQL).fetchall()
+                events = conn.execute(_BATCH_EVENTS_SQL).fetchall()
+                scored = (
+                    []
+                    if all(r[1] is None for r in rows)
+                    else (conn.execute(_BATCH_EXISTING_SQL).fetchall())
+                )
+            finally:
+                conn.execute("COMMIT")
+        # NULL (a new customer or merchant) reads as NaN here.
+        values = np.array(rows, dtype=np.float64).reshape(n, -1)
+        flag = values[:, 1]
+        windows = len(MERCHANT_WINDOWS_MS)
+        current_hour = np.nan_to_num(values[:, 9])
+        counts = {
+            name: values[:, 10 + k] + current_hour for k, name in enumerate(MERCHANT_WINDOWS_MS)
+        }
+        known, fraud, extra_known, extra_fraud = (values[:, 10 + windows + k] for k in range(4))
+        ev = np.array(events, dtype=np.float64).reshape(-1, 3)
+        history = HistoryBatch(
+            user_n=np.nan_to_num(values[:, 2]),
+            user_log_sum=np.nan_to_num(values[:, 3]),
+            user_log_sumsq=np.nan_to_num(values[:, 4]),
+            user_last_ts=np.nan_to_num(values[:, 5], nan=-1.0).astype(np.int64),
+            seen_device=values[:, 6] == 1,
+            seen_merchant=values[:, 7] == 1,
+            seen_country=values[:, 8] == 1,
+            merchant_counts=counts,
+            merchant_known=known + extra_known,
+            merchant_fraud=fraud + extra_fraud,
+            event_row=ev[:, 0].astype(np.int64),
+            event_ts=ev[:, 1].astype(np.int64),
+            event_amount=ev[:, 2],
+        )
+        existing = {int(r[0]): self._stored(r[1:]) for r in scored}
+        return PreparedBatch(history, existing, flag == 0)
+
+    def commit_many(self, commits: Sequence[Commit]) -> dict[str, StoredResult]:
+        if not commits:
+            return {}
+        now = int(time.time() * 1000)
+        log_amount = np.log1p(np.array([c.txn.amount for c in commits], dtype=np.float64))
+        rows = [
+            _scored_row(c, _features_json(c.features), now, x)
+            for c, x in zip(commits, log_amount.tolist(), strict=True)
+        ]
+        latest: dict[str, int] = {}
+        for c in commits:
+            latest[c.txn.merchant_id] = max(latest.get(c.txn.merchant_id, c.txn.ts_ms), c.txn.ts_ms)
+        earlier: dict[str, StoredResult] = {}
+        with self._write() as conn:
+            inserted = conn.executemany(_INSERT_SCORED, rows).rowcount
+            if inserted != len(rows):
+                mine = {c.txn.transaction_id: c for c in commits}
+                marks = ",".join("?" * len(mine))
+                found = conn.execute(
+                    "SELECT transaction_id, prediction_id, features, response, model_version "
+                    f"FROM transactions WHERE transaction_id IN ({marks})",
+                    list(mine),
+                ).fetchall()
+                for row in found:
+                    c = mine[row[0]]
+                    if row[1] is None:
+                        # Part of the loaded history: already counted, only its result is new.
+                        conn.execute(
+                            "UPDATE transactions SET prediction_id = ?, model_version = ?, "
+                            "features = ?, response = ?, scored_ms = ? WHERE transaction_id = ?",
+                            (
+                                c.prediction_id,
+                                c.model_version,
+                                _features_json(c.features),
+                                c.response,
+                                now,
+                                row[0],
+                            ),
+                        )
+                    elif row[1] != c.prediction_id:
+                        earlier[row[0]] = self._stored(row)
+            for merchant_id, ts in latest.items():
+                through = self._through.get(merchant_id)
+                if through is None or ts - through >= LABEL_TOTALS_ADVANCE_MS:
+                    self._advance_label_totals(conn, merchant_id, ts)
+        return earlier
+
     def commit(
         self,
         txn: StoreTxn,
@@ -598,27 +823,10 @@ class SqliteOnlineStore(OnlineStore):
     ) -> StoredResult | None:
         now = int(time.time() * 1000)
         payload = _features_json(features)
-        x = float(np.log1p(txn.amount))
+        commit = Commit(txn, features, prediction_id, model_version, response)
         with self._write() as conn:
             inserted = conn.execute(
-                "INSERT INTO transactions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
-                "ON CONFLICT(transaction_id) DO NOTHING",
-                (
-                    txn.transaction_id,
-                    txn.merchant_id,
-                    txn.ts_ms,
-                    prediction_id,
-                    model_version,
-                    payload,
-                    response,
-                    now,
-                    txn.user_id,
-                    txn.amount,
-                    txn.device_id,
-                    txn.country,
-                    x,
-                    x * x,
-                ),
+                _INSERT_SCORED, _scored_row(commit, payload, now, float(np.log1p(txn.amount)))
             ).rowcount
             if inserted:
                 through = self._through.get(txn.merchant_id)

@@ -16,28 +16,25 @@ after an outage of hours at full traffic, and the prediction log still has every
 from __future__ import annotations
 
 import collections
+import itertools
 import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 
 import numpy as np
 
-from serving.online_store import OnlineStore, Prepared, StoredResult, StoreTxn, StoreUnavailable
+from serving.online_store import (
+    Commit,
+    OnlineStore,
+    Prepared,
+    PreparedBatch,
+    StoredResult,
+    StoreTxn,
+    StoreUnavailable,
+)
 
 logger = logging.getLogger("serving.store_guard")
-
-
-@dataclass(frozen=True)
-class PendingCommit:
-    """A scored payment whose history update waits for the store."""
-
-    txn: StoreTxn
-    features: np.ndarray
-    prediction_id: str
-    model_version: str
-    response: str | None
 
 
 class GuardedStore:
@@ -54,7 +51,7 @@ class GuardedStore:
         self.retry_after_s = retry_after_s
         self.max_pending = max_pending
         self.on_change = on_change
-        self.pending: collections.deque[PendingCommit] = collections.deque()
+        self.pending: collections.deque[Commit] = collections.deque()
         self.dropped = 0
         self.caught_up = 0
         self._down_since: float | None = None
@@ -113,6 +110,12 @@ class GuardedStore:
             lambda: self.store.commit(txn, features, prediction_id, model_version, response)
         )
 
+    def prepare_many(self, txns: Sequence[StoreTxn]) -> PreparedBatch:
+        return self._call(lambda: self.store.prepare_many(txns))  # type: ignore[return-value]
+
+    def commit_many(self, commits: Sequence[Commit]) -> dict[str, StoredResult]:
+        return self._call(lambda: self.store.commit_many(commits))  # type: ignore[return-value]
+
     def lookup(self, transaction_id: str) -> StoredResult | None:
         return self._call(lambda: self.store.lookup(transaction_id))  # type: ignore[return-value]
 
@@ -126,7 +129,7 @@ class GuardedStore:
     def record_label(self, transaction_id: str, is_fraud: bool, label_ts_ms: int) -> None:
         self._call(lambda: self.store.record_label(transaction_id, is_fraud, label_ts_ms))
 
-    def defer(self, item: PendingCommit) -> None:
+    def defer(self, item: Commit) -> None:
         """Queue the history update of a payment scored while the store was down."""
         with self._lock:
             self.pending.append(item)
@@ -157,19 +160,20 @@ class GuardedStore:
                 self.on_change(True, None)
             return
 
-    def _drain(self) -> None:
+    def _drain(self, chunk: int = 500) -> None:
         while True:
             with self._lock:
                 if not self.pending:
                     return
-                item = self.pending[0]
-            # A payment retried during the outage may already be there; commit is idempotent.
-            self.store.commit(
-                item.txn, item.features, item.prediction_id, item.model_version, item.response
-            )
+                items = list(itertools.islice(self.pending, chunk))
+            # A payment retried during the outage may already be there; commits are idempotent.
+            self.store.commit_many(items)
             with self._lock:
-                self.pending.popleft()
-                self.caught_up += 1
+                for item in items:
+                    # Unless the queue overflowed meanwhile and dropped it already.
+                    if self.pending and self.pending[0] is item:
+                        self.pending.popleft()
+                self.caught_up += len(items)
 
     def close(self) -> None:
         self._stop.set()

@@ -21,6 +21,7 @@ import pandas as pd
 import pytest
 
 from fraud_assets.core.features import (
+    CATEGORICAL_FIELDS,
     MS_PER_DAY,
     FeatureConfig,
     FeatureSpec,
@@ -30,8 +31,10 @@ from fraud_assets.core.features import (
     online_features,
     timestamps_ms,
 )
+from fraud_assets.core.live_batch import batch_features
 from serving.featurizer import FeatureBuilder
 from serving.online_store import (
+    Commit,
     OnlineStore,
     RedisOnlineStore,
     SqliteOnlineStore,
@@ -83,8 +86,57 @@ def _txn_dict(row: pd.Series) -> dict[str, object]:
     }
 
 
+def _store_txn(row: pd.Series) -> StoreTxn:
+    return StoreTxn(
+        transaction_id=row["transaction_id"],
+        user_id=row["user_id"],
+        merchant_id=row["merchant_id"],
+        ts_ms=int(row["ts_ms"]),
+        amount=float(row["amount"]),
+        device_id=row["device_id"],
+        country=row["country"],
+    )
+
+
+def _score_one(store: OnlineStore, spec: FeatureSpec, row: pd.Series, check: bool) -> np.ndarray:
+    """The one-by-one path of /predict: read the history, build, record."""
+    txn = _store_txn(row)
+    prepared = store.prepare(txn)
+    assert prepared.existing is None and not prepared.in_history
+    features = FeatureBuilder(spec).build(_txn_dict(row), prepared.user, prepared.merchant)
+    if check:
+        # The builder is the reference implementation with a faster category lookup.
+        reference = online_features(_txn_dict(row), prepared.user, prepared.merchant, spec)
+        np.testing.assert_array_equal(features, reference)
+    assert store.commit(txn, features, str(uuid.uuid4()), "test", None) is None
+    return features
+
+
+def _score_batch(store: OnlineStore, spec: FeatureSpec, part: pd.DataFrame) -> np.ndarray:
+    """The path of /predict/batch: one read for all, batch features, one write."""
+    txns = [_store_txn(row) for _, row in part.iterrows()]
+    prepared = store.prepare_many(txns)
+    assert not prepared.existing and not prepared.in_history.any()
+    columns: dict[str, object] = {
+        c: part[c].astype(object).where(part[c].notna(), "").tolist()
+        for c in ("user_id", "merchant_id", "device_id", *CATEGORICAL_FIELDS)
+    }
+    columns["ts_ms"] = part["ts_ms"].to_numpy()
+    columns["amount"] = part["amount"].to_numpy()
+    features = batch_features(columns, np.ones(len(part), dtype=bool), prepared.history, spec)
+    # The batch's own earlier payments are part of its later payments' history.
+    alone = batch_features(columns, np.zeros(len(part), dtype=bool), prepared.history, spec)
+    assert (alone != features).any(axis=1).sum() > len(part) // 10
+    commits = [
+        Commit(txn, features[i], str(uuid.uuid4()), "test", None) for i, txn in enumerate(txns)
+    ]
+    assert store.commit_many(commits) == {}
+    return features
+
+
+@pytest.mark.parametrize("chunk", [1, 400], ids=["one-by-one", "batches"])
 def test_replayed_day_matches_offline_features(
-    world: tuple[pd.DataFrame, FeatureSpec, pd.DataFrame], store: OnlineStore
+    world: tuple[pd.DataFrame, FeatureSpec, pd.DataFrame], store: OnlineStore, chunk: int
 ) -> None:
     frame, spec, offline = world
     ts = timestamps_ms(frame["timestamp"])
@@ -113,35 +165,22 @@ def test_replayed_day_matches_offline_features(
     )
     day = frame.loc[~before].assign(ts_ms=ts[~before])
     expected = offline.loc[~before, list(spec.features)].to_numpy()
-    builder = FeatureBuilder(spec)
     got = np.empty_like(expected)
     next_label = 0
     labels_fed = 0
-    for i, (_, row) in enumerate(day.iterrows()):
-        t = int(row["ts_ms"])
+    for start in range(0, len(day), chunk):
+        part = day.iloc[start : start + chunk]
+        # A label counts from its known-at time on, so feeding it early changes nothing.
+        t = int(part["ts_ms"].max())
         while next_label < len(pending) and pending[next_label][0] < t:
             at, tid, fraud = pending[next_label]
             assert store.record_label(tid, bool(fraud), at)
             next_label += 1
             labels_fed += 1
-        txn = StoreTxn(
-            transaction_id=row["transaction_id"],
-            user_id=row["user_id"],
-            merchant_id=row["merchant_id"],
-            ts_ms=t,
-            amount=float(row["amount"]),
-            device_id=row["device_id"],
-            country=row["country"],
-        )
-        prepared = store.prepare(txn)
-        assert prepared.existing is None and not prepared.in_history
-        features = builder.build(_txn_dict(row), prepared.user, prepared.merchant)
-        if i % 25 == 0:
-            # The builder is the reference implementation with a faster category lookup.
-            reference = online_features(_txn_dict(row), prepared.user, prepared.merchant, spec)
-            np.testing.assert_array_equal(features, reference)
-        got[i] = features
-        assert store.commit(txn, features, str(uuid.uuid4()), "test", None) is None
+        if chunk == 1:
+            got[start] = _score_one(store, spec, part.iloc[0], check=start % 25 == 0)
+        else:
+            got[start : start + len(part)] = _score_batch(store, spec, part)
     assert labels_fed > 0, "the replay should have fed late labels"
 
     diff = np.abs(got - expected)
