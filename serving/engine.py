@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import time
 import uuid
 from collections.abc import Sequence
@@ -83,6 +84,12 @@ def feature_input(txn: Transaction, ts: int) -> dict[str, object]:
         if value is not None:
             out[name] = value
     return out
+
+
+def new_prediction_ids(n: int) -> list[uuid.UUID]:
+    """n random (version 4) UUIDs from one read of the system's random source."""
+    raw = os.urandom(16 * n)
+    return [uuid.UUID(bytes=raw[16 * i : 16 * i + 16], version=4) for i in range(n)]
 
 
 def batch_columns(txns: Sequence[Transaction], stxns: Sequence[StoreTxn]) -> dict[str, Any]:
@@ -269,18 +276,18 @@ class ScoringEngine:
             if len(rows):
                 contrib[rows], _ = model.explainer.contributions(x[rows], scores[rows], flag)
         names = model.spec.features
-        out: list[list[ReasonCode]] = []
-        for i in range(n):
-            row = contrib[i]
-            top = np.argsort(-row, kind="stable")[:TOP_REASONS]
-            out.append(
-                [
-                    ReasonCode(feature=names[j], value=float(x[i, j]), contribution=float(row[j]))
-                    for j in top
-                    if row[j] > 0
-                ]
-            )
-        return out
+        top = np.argsort(-contrib, axis=1, kind="stable")[:, :TOP_REASONS]
+        rows = np.arange(n)[:, None]
+        top_values = x[rows, top].tolist()
+        top_contrib = contrib[rows, top].tolist()
+        return [
+            [
+                ReasonCode(feature=names[j], value=v, contribution=c)
+                for j, v, c in zip(top[i].tolist(), top_values[i], top_contrib[i], strict=True)
+                if c > 0
+            ]
+            for i in range(n)
+        ]
 
     def _log_row(
         self,
@@ -443,9 +450,10 @@ class ScoringEngine:
             decisions = [model.decide(s) for s in scores.tolist()]
             reasons = self._reasons(model, x, scores, decisions)
             latency = round((time.perf_counter() - started) * 1000.0, 3)
+            ids = new_prediction_ids(len(rows))
             scored = [
                 FraudScore(
-                    prediction_id=uuid.uuid4(),
+                    prediction_id=ids[k],
                     transaction_id=stxns[i].transaction_id,
                     fraud_score=float(scores[k]),
                     decision=decisions[k],
