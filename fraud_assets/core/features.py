@@ -413,6 +413,42 @@ def encode_categories(values: Sequence[str] | pd.Series, vocab: Sequence[str]) -
     return cat.codes.astype(np.float64)
 
 
+@lru_cache(maxsize=64)
+def _column_plan(features: tuple[str, ...]) -> tuple[tuple[int, str, str], ...]:
+    """(position, kind, argument) of each feature, resolved once per feature list."""
+    plan: list[tuple[int, str, str]] = []
+    for j, name in enumerate(features):
+        if name.endswith("_code"):
+            plan.append((j, "code", name[: -len("_code")]))
+        elif name.startswith(("user_txn_count_", "user_amount_sum_", "merchant_txn_count_")):
+            plan.append((j, name.rsplit("_", 1)[0], name.rsplit("_", 1)[1]))
+        elif name in _SIMPLE_COLUMNS:
+            plan.append((j, name, ""))
+        else:
+            raise KeyError(f"unknown feature {name!r}")
+    return tuple(plan)
+
+
+_SIMPLE_COLUMNS = frozenset(
+    {
+        "amount",
+        "log_amount",
+        "user_amount_zscore",
+        "user_prior_txn_count",
+        "seconds_since_last_txn",
+        "is_new_device",
+        "is_new_merchant",
+        "is_new_country",
+        "hour",
+        "weekday",
+        "is_night",
+        "is_weekend",
+        "merchant_labels_known",
+        "merchant_fraud_rate",
+    }
+)
+
+
 def assemble(
     columns: Mapping[str, np.ndarray | pd.Series | Sequence],
     ts_ms: np.ndarray,
@@ -426,54 +462,51 @@ def assemble(
     hours = (ts_ms // MS_PER_HOUR) % 24
     # 1970-01-01 was a Thursday, which is weekday 3 when Monday is 0.
     weekday = (ts_ms // MS_PER_DAY + 3) % 7
-    for j, name in enumerate(spec.features):
-        if name == "amount":
+    for j, kind, arg in _column_plan(spec.features):
+        if kind == "amount":
             col = amount
-        elif name == "log_amount":
+        elif kind == "log_amount":
             col = np.log1p(amount)
-        elif name.endswith("_code"):
-            field_name = name[: -len("_code")]
-            col = encode_categories(columns[field_name], spec.vocab[field_name])
-        elif name.startswith("user_txn_count_"):
-            col = state.user_counts[name.rsplit("_", 1)[1]]
-        elif name.startswith("user_amount_sum_"):
-            col = state.user_sums[name.rsplit("_", 1)[1]]
-        elif name == "user_amount_zscore":
+        elif kind == "code":
+            col = encode_categories(columns[arg], spec.vocab[arg])
+        elif kind == "user_txn_count":
+            col = state.user_counts[arg]
+        elif kind == "user_amount_sum":
+            col = state.user_sums[arg]
+        elif kind == "user_amount_zscore":
             col = zscore_from_moments(
                 np.log1p(amount), state.user_n, state.user_log_sum, state.user_log_sumsq
             )
-        elif name == "user_prior_txn_count":
+        elif kind == "user_prior_txn_count":
             col = state.user_n
-        elif name == "seconds_since_last_txn":
+        elif kind == "seconds_since_last_txn":
             last = state.user_last_ts
             col = np.where(last >= 0, (ts_ms - last) / 1000.0, -1.0)
-        elif name == "is_new_device":
+        elif kind == "is_new_device":
             col = state.new_device
-        elif name == "is_new_merchant":
+        elif kind == "is_new_merchant":
             col = state.new_merchant
-        elif name == "is_new_country":
+        elif kind == "is_new_country":
             col = state.new_country
-        elif name == "hour":
+        elif kind == "hour":
             col = hours
-        elif name == "weekday":
+        elif kind == "weekday":
             col = weekday
-        elif name == "is_night":
+        elif kind == "is_night":
             col = hours < 6
-        elif name == "is_weekend":
+        elif kind == "is_weekend":
             col = weekday >= 5
-        elif name.startswith("merchant_txn_count_"):
-            col = state.merchant_counts[name.rsplit("_", 1)[1]]
-        elif name == "merchant_labels_known":
+        elif kind == "merchant_txn_count":
+            col = state.merchant_counts[arg]
+        elif kind == "merchant_labels_known":
             col = state.merchant_known
-        elif name == "merchant_fraud_rate":
+        else:  # merchant_fraud_rate
             col = smoothed_rate(
                 state.merchant_fraud,
                 state.merchant_known,
                 spec.fraud_rate_prior,
                 spec.config.merchant_rate_prior_strength,
             )
-        else:
-            raise KeyError(f"unknown feature {name!r}")
         out[:, j] = col
     return out
 
