@@ -26,42 +26,25 @@ It prints the wrk command of every run and, on its last line, one JSON object wi
 """
 
 import argparse
-import contextlib
 import json
 import os
 import platform
 import shutil
-import signal
 import socket
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
-import httpx
 import numpy as np
 import pandas as pd
 
+from fraud_pipelines.process import bentoml_serve_command, running_server
+
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-TRANSACTION_FIELDS = (
-    "transaction_id",
-    "timestamp",
-    "user_id",
-    "merchant_id",
-    "merchant_category",
-    "amount",
-    "currency",
-    "device_id",
-    "device_type",
-    "channel",
-    "country",
-    "gender",
-    "age",
-)
-
 # Every request body is one of `bodies`, with `#ID#` replaced by a run-unique id.
 WRK_SCRIPT = """
 local bodies = {%(bodies)s}
@@ -192,10 +175,13 @@ def build_platform(root: Path, rows: int, days: int) -> tuple[dict[str, str], pd
 
 
 def payloads(live: pd.DataFrame) -> list[dict[str, object]]:
+    """Scoring requests (the API's Transaction fields) of the held-back payments."""
+    from serving.schemas import Transaction
+
     out = []
     for record in live.to_dict("records"):
         item: dict[str, object] = {}
-        for name in TRANSACTION_FIELDS:
+        for name in Transaction.model_fields:
             value = record.get(name)
             if value is None or (isinstance(value, float) and np.isnan(value)):
                 continue
@@ -246,35 +232,6 @@ def run_wrk(
         flush=True,
     )
     return figures
-
-
-@contextlib.contextmanager
-def server(cmd: Sequence[str], env: dict[str, str], ready_url: str, log: Path) -> Iterator[None]:
-    """Start a server in its own process group, wait until `ready_url` answers 200, stop it."""
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            cmd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-        )
-        try:
-            deadline = time.monotonic() + 180
-            while True:
-                if proc.poll() is not None:
-                    raise SystemExit(f"{cmd[0]} exited; see {log}:\n{log.read_text()[-3000:]}")
-                with contextlib.suppress(httpx.HTTPError):
-                    if httpx.get(ready_url, timeout=2).status_code == 200:
-                        break
-                if time.monotonic() > deadline:
-                    raise SystemExit(f"{ready_url} not ready in 180 s; see {log}")
-                time.sleep(0.5)
-            yield
-        finally:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
 
 
 def warm(wrk: str, url: str, script: Path) -> None:
@@ -362,9 +319,10 @@ def bench_all(
         "FRAUD_RATE_LIMIT_PER_MIN": "100000000",
         "FRAUD_SERVING_WORKERS": "2",
     }
-    ours = [str(BIN / "bentoml"), "serve", "serving.service:FraudScorer"]
-    ours += ["--host", "127.0.0.1", "--port", str(port)]
-    with server(ours, {**ours_env, "PYTHONPATH": str(ROOT)}, f"{url}/readyz", logs / "ours.log"):
+    ours = bentoml_serve_command(port)
+    with running_server(
+        ours, {**ours_env, "PYTHONPATH": str(ROOT)}, f"{url}/readyz", logs / "ours.log"
+    ):
         warm(wrk, url, scripts / "predict.lua")
         c16 = run_wrk(wrk, url, scripts / "predict.lua", 16, seconds, "ours /predict c16")
         c1 = run_wrk(wrk, url, scripts / "predict.lua", 1, seconds, "ours /predict c1")
@@ -393,7 +351,7 @@ def bench_all(
     floor_env = {**base_env, "FLOOR_MODEL": str(model_dir / "model.onnx"), "PYTHONPATH": str(ROOT)}
     floor = [str(BIN / "uvicorn"), "benchmarks.floor_app:app", "--workers", "2"]
     floor += ["--no-access-log", "--host", "127.0.0.1", "--port", str(port)]
-    with server(floor, floor_env, f"{url}/docs", logs / "floor.log"):
+    with running_server(floor, floor_env, f"{url}/docs", logs / "floor.log"):
         warm(wrk, url, scripts / "floor.lua")
         f16 = run_wrk(wrk, url, scripts / "floor.lua", 16, seconds, "floor c16")
         f1 = run_wrk(wrk, url, scripts / "floor.lua", 1, seconds, "floor c1")
@@ -410,7 +368,7 @@ def bench_all(
     url = f"http://127.0.0.1:{port}"
     mlflow_cmd = [str(BIN / "mlflow"), "models", "serve", "-m", "models:/fraud_detector@champion"]
     mlflow_cmd += ["--env-manager", "local", "-w", "2", "-h", "127.0.0.1", "-p", str(port)]
-    with server(mlflow_cmd, base_env, f"{url}/health", logs / "mlflow.log"):
+    with running_server(mlflow_cmd, base_env, f"{url}/health", logs / "mlflow.log"):
         warm(wrk, url, scripts / "mlflow.lua")
         m16 = run_wrk(wrk, url, scripts / "mlflow.lua", 16, seconds, "mlflow serve c16")
     out.update({"mlflow_rps_c16": round(m16["rps"]), "mlflow_p99_c16_ms": m16["p99_ms"]})

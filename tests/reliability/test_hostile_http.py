@@ -25,6 +25,7 @@ import pytest
 from serving_world import ModelWorld, free_port
 from test_prediction_spool import record_figure
 
+from fraud_pipelines.process import bentoml_serve_command, running_server
 from serving.gateway import BODY_TIMEOUT_SECONDS
 
 REPO = Path(__file__).resolve().parents[2]
@@ -71,18 +72,6 @@ class Server:
         assert scored.status_code == 200, scored.text
 
 
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    import signal
-
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(60)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(10)
-
-
 @pytest.fixture(scope="module")
 def server(model_world: ModelWorld, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     root = tmp_path_factory.mktemp("hostile")
@@ -112,41 +101,16 @@ def server(model_world: ModelWorld, tmp_path_factory: pytest.TempPathFactory) ->
     ).stdout.strip()
     port = free_port()
     log_path = root / "serve.log"
-    log = log_path.open("wb")
-    proc = subprocess.Popen(
-        [
-            str(Path(sys.executable).parent / "bentoml"),
-            "serve",
-            "serving.service:FraudScorer",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-        ],
-        cwd=REPO,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    running = Server(f"http://127.0.0.1:{port}", key, model_world, log_path)
-    try:
-        deadline = time.time() + START_TIMEOUT
-        while True:
-            assert proc.poll() is None, log_path.read_text()[-3000:]
-            assert time.time() < deadline, log_path.read_text()[-3000:]
-            try:
-                if running.client.get("/readyz").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(0.5)
-        yield running
-        assert proc.poll() is None, "the server died during the hostile requests"
-    finally:
-        running.client.close()
-        _stop(proc)
-        log.close()
+    base = f"http://127.0.0.1:{port}"
+    with running_server(
+        bentoml_serve_command(port), env, f"{base}/readyz", log_path, START_TIMEOUT, cwd=REPO
+    ) as proc:
+        running = Server(base, key, model_world, log_path)
+        try:
+            yield running
+            assert proc.poll() is None, "the server died during the hostile requests"
+        finally:
+            running.client.close()
 
 
 def _timed(call: Any) -> tuple[httpx.Response, float]:

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -15,18 +13,10 @@ import pytest
 import sqlalchemy as sa
 from serving_world import ModelWorld, free_port
 
+from fraud_pipelines.process import bentoml_serve_command, running_server
+
 REPO = Path(__file__).resolve().parents[2]
 START_TIMEOUT = 240.0
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(60)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(10)
 
 
 @pytest.mark.integration
@@ -51,76 +41,49 @@ def test_bentoml_serve_scores_over_http(model_world: ModelWorld, tmp_path: Path)
     key = created.stdout.strip()
     assert key.startswith("fsk_")
     port = free_port()
-    log = (tmp_path / "serve.log").open("wb")
-    bentoml = Path(sys.executable).parent / "bentoml"
-    proc = subprocess.Popen(
-        [
-            str(bentoml),
-            "serve",
-            "serving.service:FraudScorer",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-        ],
-        cwd=REPO,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
     base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + START_TIMEOUT
-        ready = None
-        with httpx.Client(base_url=base, timeout=10.0) as client:
-            while time.time() < deadline:
-                assert proc.poll() is None, (tmp_path / "serve.log").read_text()[-3000:]
-                try:
-                    ready = client.get("/readyz")
-                except httpx.TransportError:
-                    time.sleep(0.5)
-                    continue
-                if ready.status_code == 200 and ready.json()["registry"]["last_checked"]:
-                    break
-                time.sleep(0.5)
-            assert ready is not None and ready.status_code == 200, (
-                tmp_path / "serve.log"
-            ).read_text()[-3000:]
-            row = model_world.history.iloc[-1]
-            payment = {
-                "transaction_id": "integration-1",
-                "timestamp": (row["timestamp"] + pd.Timedelta(seconds=60)).isoformat(),
-                "user_id": row["user_id"],
-                "merchant_id": row["merchant_id"],
-                "amount": 42.0,
-                "currency": "EUR",
-                "country": "DE",
-            }
-            unauthorized = client.post("/predict", json=payment)
-            assert unauthorized.status_code == 401
-            assert unauthorized.json()["error"]["code"] == "missing_api_key"
-            scored = client.post("/predict", json=payment, headers={"X-API-Key": key})
-            assert scored.status_code == 200, scored.text
-            body = scored.json()
-            assert body["transaction_id"] == "integration-1"
-            assert body["model_version"] == ready.json()["model"]["version"]
-            bad = client.post(
-                "/predict", json={**payment, "amount": -5}, headers={"X-API-Key": key}
-            )
-            assert bad.status_code == 422 and bad.json()["error"]["details"][0]["field"] == "amount"
-            metrics = client.get("/metrics").text
-            for name in (
-                "fraud_decisions_total",
-                "fraud_model_version_info",
-                "bentoml_service_request_total",
-                "bentoml_service_request_duration_seconds",
-            ):
-                assert name in metrics, name
-            assert client.get("/healthz").status_code == 200
-    finally:
-        _stop(proc)
-        log.close()
+    with (
+        running_server(
+            bentoml_serve_command(port),
+            env,
+            f"{base}/readyz",
+            tmp_path / "serve.log",
+            timeout=START_TIMEOUT,
+            ready=lambda r: r.status_code == 200 and bool(r.json()["registry"]["last_checked"]),
+            cwd=REPO,
+        ),
+        httpx.Client(base_url=base, timeout=10.0) as client,
+    ):
+        ready = client.get("/readyz")
+        row = model_world.history.iloc[-1]
+        payment = {
+            "transaction_id": "integration-1",
+            "timestamp": (row["timestamp"] + pd.Timedelta(seconds=60)).isoformat(),
+            "user_id": row["user_id"],
+            "merchant_id": row["merchant_id"],
+            "amount": 42.0,
+            "currency": "EUR",
+            "country": "DE",
+        }
+        unauthorized = client.post("/predict", json=payment)
+        assert unauthorized.status_code == 401
+        assert unauthorized.json()["error"]["code"] == "missing_api_key"
+        scored = client.post("/predict", json=payment, headers={"X-API-Key": key})
+        assert scored.status_code == 200, scored.text
+        body = scored.json()
+        assert body["transaction_id"] == "integration-1"
+        assert body["model_version"] == ready.json()["model"]["version"]
+        bad = client.post("/predict", json={**payment, "amount": -5}, headers={"X-API-Key": key})
+        assert bad.status_code == 422 and bad.json()["error"]["details"][0]["field"] == "amount"
+        metrics = client.get("/metrics").text
+        for name in (
+            "fraud_decisions_total",
+            "fraud_model_version_info",
+            "bentoml_service_request_total",
+            "bentoml_service_request_duration_seconds",
+        ):
+            assert name in metrics, name
+        assert client.get("/healthz").status_code == 200
     # The graceful stop wrote the prediction log.
     with sa.create_engine(platform_db).connect() as conn:
         logged = conn.execute(sa.text("SELECT transaction_id FROM prediction_log")).fetchall()
