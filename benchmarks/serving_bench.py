@@ -23,25 +23,33 @@ apt-get if missing):
 It prints the wrk command of every run and, on its last line, one JSON object with
 `rps_c16`, `p99_c16_ms`, `p50_c1_ms`, `p99_c1_ms`, `mlflow_rps_c16`, `floor_rps_c16`,
 `batch_tps`, `explain_p50_ms` and the rest of the figures.
+
+With `--stack DIR` it benches the production topology instead: the running, seeded native
+stack in DIR (`FRAUD_RATE_LIMIT_PER_MIN=100000000 ./scripts/stack.sh up`, then
+`./scripts/stack.sh seed`), whose two scoring replicas (one worker each) share the Redis
+online store and the PostgreSQL prediction log. Load at 16 connections is split 8 + 8 across
+the replicas by two wrk processes started together; the references run on the stack's
+champion.
 """
 
 import argparse
+import concurrent.futures
 import json
 import os
 import platform
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from fraud_pipelines.process import bentoml_serve_command, running_server
+from fraud_pipelines.process import bentoml_serve_command, free_port, running_server
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -121,12 +129,6 @@ function done(summary, latency, requests)
     latency:percentile(99) / 1000, latency.max / 1000))
 end
 """
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def ensure_wrk() -> str:
@@ -240,12 +242,219 @@ def warm(wrk: str, url: str, script: Path) -> None:
     )
 
 
+def run_split(
+    wrk: str, urls: Sequence[str], script: Path, connections: int, seconds: int, label: str
+) -> dict[str, float]:
+    """wrk against several replicas at once, the connections shared out; figures combined.
+
+    Requests and rates add up; p50 is the replicas' request-weighted mean and p99 / max the
+    worst replica's (an upper bound of the combined percentile).
+    """
+    if len(urls) == 1:
+        return run_wrk(wrk, urls[0], script, connections, seconds, label)
+    shares = [connections // len(urls) + (i < connections % len(urls)) for i in range(len(urls))]
+    with concurrent.futures.ThreadPoolExecutor(len(urls)) as pool:
+        parts = list(
+            pool.map(
+                lambda args: run_wrk(wrk, args[0], script, args[1], seconds, f"{label} {args[0]}"),
+                [(u, c) for u, c in zip(urls, shares, strict=True) if c],
+            )
+        )
+    total = sum(p["requests"] for p in parts)
+    return {
+        "requests": total,
+        "scored_200": sum(p["scored_200"] for p in parts),
+        "seconds": max(p["seconds"] for p in parts),
+        "non_200": sum(p["non_200"] for p in parts),
+        "socket_errors": sum(p["socket_errors"] for p in parts),
+        "p50_ms": sum(p["p50_ms"] * p["requests"] for p in parts) / max(1, total),
+        "p90_ms": max(p["p90_ms"] for p in parts),
+        "p99_ms": max(p["p99_ms"] for p in parts),
+        "max_ms": max(p["max_ms"] for p in parts),
+        "rps": sum(p["rps"] for p in parts),
+    }
+
+
+def write_scripts(
+    folder: Path, items: list[dict[str, object]], vectors: np.ndarray, key: str, run: str
+) -> Path:
+    """The wrk scripts: payments for ours, feature vectors for the references."""
+    scripts = folder / "wrk"
+    scripts.mkdir(parents=True, exist_ok=True)
+    single = [json.dumps(item) for item in items]
+    (scripts / "predict.lua").write_text(lua(single, "/predict", run, key))
+    (scripts / "explain.lua").write_text(lua(single, "/predict/explain", f"{run}x", key))
+    # The items of a batch share the per-request suffix; their own ids keep them apart.
+    batch_bodies = [
+        json.dumps({"transactions": [items[(b * 1000 + i) % len(items)] for i in range(1000)]})
+        for b in range(8)
+    ]
+    (scripts / "batch.lua").write_text(lua(batch_bodies, "/predict/batch", f"{run}b", key))
+    floor_bodies = [json.dumps({"features": row.tolist()}) for row in vectors]
+    mlflow_bodies = [json.dumps({"inputs": [row.tolist()]}) for row in vectors]
+    (scripts / "floor.lua").write_text(lua(floor_bodies, "/predict", run, None))
+    (scripts / "mlflow.lua").write_text(lua(mlflow_bodies, "/invocations", run, None))
+    return scripts
+
+
+def measure_ours(wrk: str, urls: Sequence[str], scripts: Path, seconds: int) -> dict[str, Any]:
+    """Single payments at 16 and 1 connections, batches of 1,000, and explanations."""
+    for url in urls:
+        warm(wrk, url, scripts / "predict.lua")
+    c16 = run_split(wrk, urls, scripts / "predict.lua", 16, seconds, "ours /predict c16")
+    c1 = run_wrk(wrk, urls[0], scripts / "predict.lua", 1, seconds, "ours /predict c1")
+    batch = run_split(wrk, urls, scripts / "batch.lua", 2, seconds, "ours /predict/batch c2")
+    explain = run_wrk(wrk, urls[0], scripts / "explain.lua", 1, seconds, "ours /explain c1")
+    return {
+        "rps_c16": round(c16["rps"]),
+        "p50_c16_ms": round(c16["p50_ms"], 3),
+        "p99_c16_ms": c16["p99_ms"],
+        "p50_c1_ms": c1["p50_ms"],
+        "p99_c1_ms": c1["p99_ms"],
+        "rps_c1": round(c1["rps"]),
+        "batch_tps": round(batch["rps"] * 1000),
+        "batch_p50_ms": round(batch["p50_ms"], 3),
+        "explain_p50_ms": explain["p50_ms"],
+        "explain_p99_ms": explain["p99_ms"],
+        "errors": sum(
+            int(r["non_200"]) + int(r["socket_errors"]) for r in (c16, c1, batch, explain)
+        ),
+    }
+
+
+def measure_references(
+    wrk: str, folder: Path, base_env: dict[str, str], model_onnx: Path, scripts: Path, seconds: int
+) -> dict[str, Any]:
+    """The bare FastAPI floor and `mlflow models serve` of the champion, 2 workers each."""
+    logs = folder / "logs"
+    logs.mkdir(exist_ok=True)
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    floor_env = {**base_env, "FLOOR_MODEL": str(model_onnx), "PYTHONPATH": str(ROOT)}
+    floor = [str(BIN / "uvicorn"), "benchmarks.floor_app:app", "--workers", "2"]
+    floor += ["--no-access-log", "--host", "127.0.0.1", "--port", str(port)]
+    with running_server(floor, floor_env, f"{url}/docs", logs / "floor.log"):
+        warm(wrk, url, scripts / "floor.lua")
+        f16 = run_wrk(wrk, url, scripts / "floor.lua", 16, seconds, "floor c16")
+        f1 = run_wrk(wrk, url, scripts / "floor.lua", 1, seconds, "floor c1")
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    mlflow_cmd = [str(BIN / "mlflow"), "models", "serve", "-m", "models:/fraud_detector@champion"]
+    mlflow_cmd += ["--env-manager", "local", "-w", "2", "-h", "127.0.0.1", "-p", str(port)]
+    with running_server(mlflow_cmd, base_env, f"{url}/health", logs / "mlflow.log"):
+        warm(wrk, url, scripts / "mlflow.lua")
+        m16 = run_wrk(wrk, url, scripts / "mlflow.lua", 16, seconds, "mlflow serve c16")
+    return {
+        "floor_rps_c16": round(f16["rps"]),
+        "floor_p99_c16_ms": f16["p99_ms"],
+        "floor_p50_c1_ms": f1["p50_ms"],
+        "floor_p99_c1_ms": f1["p99_ms"],
+        "mlflow_rps_c16": round(m16["rps"]),
+        "mlflow_p99_c16_ms": m16["p99_ms"],
+    }
+
+
+def ratios(out: dict[str, Any]) -> dict[str, float]:
+    """Each figure against the references (the issue's goals are on the first one)."""
+
+    def ratio(a: str, b: str) -> float:
+        return round(float(out[a]) / max(1e-6, float(out[b])), 2)
+
+    return {
+        "rps_c16_vs_mlflow": ratio("rps_c16", "mlflow_rps_c16"),
+        "rps_c16_vs_floor": ratio("rps_c16", "floor_rps_c16"),
+        "p50_c1_vs_floor": ratio("p50_c1_ms", "floor_p50_c1_ms"),
+        "p99_c1_vs_floor": ratio("p99_c1_ms", "floor_p99_c1_ms"),
+        "p99_c16_vs_floor": ratio("p99_c16_ms", "floor_p99_c16_ms"),
+    }
+
+
+def home_inputs(home: Path, rows: int = 2000) -> tuple[Path, np.ndarray]:
+    """The champion's ONNX file and the last `rows` feature vectors of a platform home."""
+    from fraud_assets.core.features import FeatureSpec
+
+    model_dir = home / "data" / "models" / "latest"
+    spec = FeatureSpec.from_json((model_dir / "feature_spec.json").read_text())
+    features = pd.read_parquet(
+        home / "data" / "features" / "feature_set.parquet", columns=list(spec.features)
+    ).tail(rows)
+    return model_dir / "model.onnx", features.to_numpy(np.float64)
+
+
+def reference_env(env: dict[str, str]) -> dict[str, str]:
+    base_env = {**os.environ, **env, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    # `mlflow models serve` starts `uvicorn` by name: the environment's bin must be on PATH.
+    base_env["PATH"] = f"{BIN}{os.pathsep}{base_env.get('PATH', '')}"
+    return base_env
+
+
+def bench_embedded(
+    wrk: str, folder: Path, env: dict[str, str], live: pd.DataFrame, run: str, seconds: int
+) -> dict[str, Any]:
+    """Ours with the embedded defaults (SQLite store and log), 2 workers, and the references."""
+    from serving.keys import ApiKeys
+
+    base_env = reference_env(env)
+    key = ApiKeys(env["FRAUD_PLATFORM_DB_URL"]).create(f"bench-{run}")
+    model_onnx, vectors = home_inputs(Path(env["FRAUD_HOME"]))
+    scripts = write_scripts(folder, payloads(live), vectors, key, run)
+    (folder / "logs").mkdir(exist_ok=True)
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    ours_env = {
+        **base_env,
+        "FRAUD_RATE_LIMIT_PER_MIN": "100000000",
+        "FRAUD_SERVING_WORKERS": "2",
+        "PYTHONPATH": str(ROOT),
+    }
+    log = folder / "logs" / "ours.log"
+    with running_server(bentoml_serve_command(port), ours_env, f"{url}/readyz", log):
+        out = measure_ours(wrk, [url], scripts, seconds)
+    out.update(measure_references(wrk, folder, base_env, model_onnx, scripts, seconds))
+    out["ratios"] = ratios(out)
+    out["topology"] = "embedded: 1 service, 2 workers, SQLite online store and prediction log"
+    out["wrk_scripts"] = str(scripts)
+    return out
+
+
+def bench_stack(wrk: str, folder: Path, root: Path, run: str, seconds: int) -> dict[str, Any]:
+    """Ours as the native stack runs it, and the references on the stack's champion."""
+    from fraud_pipelines.stack import Stack
+    from serving.keys import ApiKeys
+
+    stack = Stack(root)
+    if not stack.ready():
+        raise SystemExit(f"the stack in {root} is not up and seeded (./scripts/stack.sh status)")
+    env = stack.client_env()
+    key = ApiKeys(stack.platform_db_url).create(f"bench-{run}")
+    raw = pd.read_parquet(stack.home / "raw" / "synthetic.parquet")
+    stamps = pd.to_datetime(raw["timestamp"], utc=True)
+    live = raw[stamps >= stamps.max().floor("D")].sort_values("timestamp").reset_index(drop=True)
+    model_onnx, vectors = home_inputs(stack.home)
+    scripts = write_scripts(folder, payloads(live), vectors, key, run)
+    out = measure_ours(wrk, stack.scoring_urls, scripts, seconds)
+    out.update(measure_references(wrk, folder, reference_env(env), model_onnx, scripts, seconds))
+    out["ratios"] = ratios(out)
+    out["topology"] = (
+        f"native stack: {len(stack.scoring_urls)} replicas x 1 worker, Redis online store, "
+        "PostgreSQL prediction log"
+    )
+    out["wrk_scripts"] = str(scripts)
+    return out
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=200_000)
     parser.add_argument("--days", type=int, default=60)
     parser.add_argument("--duration", type=int, default=20, help="seconds per wrk run")
     parser.add_argument("--keep", type=Path, help="build in this folder and keep it")
+    parser.add_argument(
+        "--stack",
+        type=Path,
+        help="bench the running, seeded native stack in this folder instead (its replicas "
+        "must be started with FRAUD_RATE_LIMIT_PER_MIN raised)",
+    )
     args = parser.parse_args()
     wrk = ensure_wrk()
     run = f"b{int(time.time())}"
@@ -253,10 +462,13 @@ def main() -> int:
     folder.mkdir(parents=True, exist_ok=True)
     figures: dict[str, object] = {}
     try:
-        t0 = time.perf_counter()
-        env, live = build_platform(folder / "platform", args.rows, args.days)
-        print(f"platform built in {time.perf_counter() - t0:.0f} s; {len(live)} live payments")
-        figures.update(bench_all(wrk, folder, env, live, run, args.duration))
+        if args.stack:
+            figures.update(bench_stack(wrk, folder, args.stack, run, args.duration))
+        else:
+            t0 = time.perf_counter()
+            env, live = build_platform(folder / "platform", args.rows, args.days)
+            print(f"platform built in {time.perf_counter() - t0:.0f} s; {len(live)} live payments")
+            figures.update(bench_embedded(wrk, folder, env, live, run, args.duration))
     finally:
         if args.keep is None:
             shutil.rmtree(folder, ignore_errors=True)
@@ -271,118 +483,6 @@ def main() -> int:
     )
     print(json.dumps(figures))
     return 0
-
-
-def bench_all(
-    wrk: str, folder: Path, env: dict[str, str], live: pd.DataFrame, run: str, seconds: int
-) -> dict[str, object]:
-    from fraud_assets.core.features import FeatureSpec
-    from serving.keys import ApiKeys
-
-    base_env = {**os.environ, **env, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-    # `mlflow models serve` starts `uvicorn` by name: the environment's bin must be on PATH.
-    base_env["PATH"] = f"{BIN}{os.pathsep}{base_env.get('PATH', '')}"
-    key = ApiKeys(env["FRAUD_PLATFORM_DB_URL"]).create(f"bench-{run}")
-    items = payloads(live)
-    scripts = folder / "wrk"
-    scripts.mkdir(exist_ok=True)
-    single = [json.dumps(item) for item in items]
-    (scripts / "predict.lua").write_text(lua(single, "/predict", run, key))
-    (scripts / "explain.lua").write_text(lua(single, "/predict/explain", f"{run}x", key))
-    # The items of a batch share the per-request suffix; their own ids keep them apart.
-    batch_bodies = [
-        json.dumps({"transactions": [items[(b * 1000 + i) % len(items)] for i in range(1000)]})
-        for b in range(8)
-    ]
-    (scripts / "batch.lua").write_text(lua(batch_bodies, "/predict/batch", f"{run}b", key))
-
-    home = Path(env["FRAUD_HOME"])
-    model_dir = home / "data" / "models" / "latest"
-    spec = FeatureSpec.from_json((model_dir / "feature_spec.json").read_text())
-    feature_rows = pd.read_parquet(
-        home / "data" / "features" / "feature_set.parquet", columns=list(spec.features)
-    ).tail(2000)
-    vectors = feature_rows.to_numpy(np.float64)
-    floor_bodies = [json.dumps({"features": row.tolist()}) for row in vectors]
-    mlflow_bodies = [json.dumps({"inputs": [row.tolist()]}) for row in vectors]
-    (scripts / "floor.lua").write_text(lua(floor_bodies, "/predict", run, None))
-    (scripts / "mlflow.lua").write_text(lua(mlflow_bodies, "/invocations", run, None))
-
-    logs = folder / "logs"
-    logs.mkdir(exist_ok=True)
-    out: dict[str, object] = {}
-
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    ours_env = {
-        **base_env,
-        "FRAUD_RATE_LIMIT_PER_MIN": "100000000",
-        "FRAUD_SERVING_WORKERS": "2",
-    }
-    ours = bentoml_serve_command(port)
-    with running_server(
-        ours, {**ours_env, "PYTHONPATH": str(ROOT)}, f"{url}/readyz", logs / "ours.log"
-    ):
-        warm(wrk, url, scripts / "predict.lua")
-        c16 = run_wrk(wrk, url, scripts / "predict.lua", 16, seconds, "ours /predict c16")
-        c1 = run_wrk(wrk, url, scripts / "predict.lua", 1, seconds, "ours /predict c1")
-        batch = run_wrk(wrk, url, scripts / "batch.lua", 2, seconds, "ours /predict/batch c2")
-        explain = run_wrk(wrk, url, scripts / "explain.lua", 1, seconds, "ours /explain c1")
-    out.update(
-        {
-            "rps_c16": round(c16["rps"]),
-            "p50_c16_ms": c16["p50_ms"],
-            "p99_c16_ms": c16["p99_ms"],
-            "p50_c1_ms": c1["p50_ms"],
-            "p99_c1_ms": c1["p99_ms"],
-            "rps_c1": round(c1["rps"]),
-            "batch_tps": round(batch["rps"] * 1000),
-            "batch_p50_ms": batch["p50_ms"],
-            "explain_p50_ms": explain["p50_ms"],
-            "explain_p99_ms": explain["p99_ms"],
-            "errors": sum(
-                int(r["non_200"]) + int(r["socket_errors"]) for r in (c16, c1, batch, explain)
-            ),
-        }
-    )
-
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    floor_env = {**base_env, "FLOOR_MODEL": str(model_dir / "model.onnx"), "PYTHONPATH": str(ROOT)}
-    floor = [str(BIN / "uvicorn"), "benchmarks.floor_app:app", "--workers", "2"]
-    floor += ["--no-access-log", "--host", "127.0.0.1", "--port", str(port)]
-    with running_server(floor, floor_env, f"{url}/docs", logs / "floor.log"):
-        warm(wrk, url, scripts / "floor.lua")
-        f16 = run_wrk(wrk, url, scripts / "floor.lua", 16, seconds, "floor c16")
-        f1 = run_wrk(wrk, url, scripts / "floor.lua", 1, seconds, "floor c1")
-    out.update(
-        {
-            "floor_rps_c16": round(f16["rps"]),
-            "floor_p99_c16_ms": f16["p99_ms"],
-            "floor_p50_c1_ms": f1["p50_ms"],
-            "floor_p99_c1_ms": f1["p99_ms"],
-        }
-    )
-
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    mlflow_cmd = [str(BIN / "mlflow"), "models", "serve", "-m", "models:/fraud_detector@champion"]
-    mlflow_cmd += ["--env-manager", "local", "-w", "2", "-h", "127.0.0.1", "-p", str(port)]
-    with running_server(mlflow_cmd, base_env, f"{url}/health", logs / "mlflow.log"):
-        warm(wrk, url, scripts / "mlflow.lua")
-        m16 = run_wrk(wrk, url, scripts / "mlflow.lua", 16, seconds, "mlflow serve c16")
-    out.update({"mlflow_rps_c16": round(m16["rps"]), "mlflow_p99_c16_ms": m16["p99_ms"]})
-
-    floor_rps = max(1, int(out["floor_rps_c16"]))  # type: ignore[call-overload]
-    out["ratios"] = {
-        "rps_c16_vs_mlflow": round(out["rps_c16"] / max(1, out["mlflow_rps_c16"]), 2),  # type: ignore[operator]
-        "rps_c16_vs_floor": round(out["rps_c16"] / floor_rps, 2),  # type: ignore[operator]
-        "p50_c1_vs_floor": round(c1["p50_ms"] / max(1e-6, f1["p50_ms"]), 2),
-        "p99_c1_vs_floor": round(c1["p99_ms"] / max(1e-6, f1["p99_ms"]), 2),
-        "p99_c16_vs_floor": round(c16["p99_ms"] / max(1e-6, f16["p99_ms"]), 2),
-    }
-    out["wrk_scripts"] = str(scripts)
-    return out
 
 
 if __name__ == "__main__":

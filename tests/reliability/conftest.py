@@ -14,7 +14,9 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "serving"))
 
 from pg_server import PG_BIN, Postgres, remove_postgres, start_postgres
-from serving_world import ModelWorld, build_model_world, free_port
+from serving_world import ModelWorld, build_model_world
+
+from fraud_pipelines.process import free_port
 
 os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="fraud-prom-"))
 

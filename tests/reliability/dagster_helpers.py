@@ -60,12 +60,6 @@ def dagster_home(
     return home
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def code_server_command(port: int) -> list[str]:
     """A code server for `fraud_pipelines.definitions`, as a deployment runs one beside the
     daemon: restarting the daemon then does not reload the code."""

@@ -22,7 +22,6 @@ from dagster_helpers import (
     BIN,
     code_server_command,
     dagster_home,
-    free_port,
     kill_group,
     log_tail,
     materializations,
@@ -38,6 +37,7 @@ from mlflow import MlflowClient
 
 from fraud_assets import datasets, features, models
 from fraud_assets.core.registry import CHALLENGER, CHAMPION, Registry, sha256_file
+from fraud_pipelines.process import free_port
 from fraud_pipelines.sandbox import (
     ASSET_PARTITION_RANGE_END,
     ASSET_PARTITION_RANGE_START,

@@ -22,10 +22,10 @@ from typing import Any
 import httpx
 import pandas as pd
 import pytest
-from serving_world import ModelWorld, free_port
+from serving_world import ModelWorld
 from test_prediction_spool import record_figure
 
-from fraud_pipelines.process import bentoml_serve_command, running_server
+from fraud_pipelines.process import bentoml_serve_command, free_port, running_server
 from serving.gateway import BODY_TIMEOUT_SECONDS
 
 REPO = Path(__file__).resolve().parents[2]

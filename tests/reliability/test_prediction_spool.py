@@ -21,8 +21,8 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 from pg_server import Postgres
-from serving_world import free_port
 
+from fraud_pipelines.process import free_port
 from serving.prediction_log import PredictionLog, decode_row, encode_row
 
 REPO = Path(__file__).resolve().parents[2]

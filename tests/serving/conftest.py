@@ -11,7 +11,9 @@ from collections.abc import Iterator
 
 import pandas as pd
 import pytest
-from serving_world import ModelWorld, build_model_world, free_port, synthetic_history
+from serving_world import ModelWorld, build_model_world, synthetic_history
+
+from fraud_pipelines.process import free_port
 
 # BentoML serves /metrics from Prometheus' multi-process files; in-process test apps need the
 # folder set before prometheus_client is first imported.

@@ -12,7 +12,6 @@ hot-swap and integrity tests. conftest.py exposes it as the session fixture `mod
 from __future__ import annotations
 
 import hashlib
-import socket
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -26,12 +25,6 @@ from fraud_assets.core.schema import sort_canonical
 from fraud_assets.core.synthetic import SyntheticConfig, generate
 
 MODEL_NAME = "fraud_detector"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @cache

@@ -11,9 +11,9 @@ import httpx
 import pandas as pd
 import pytest
 import sqlalchemy as sa
-from serving_world import ModelWorld, free_port
+from serving_world import ModelWorld
 
-from fraud_pipelines.process import bentoml_serve_command, running_server
+from fraud_pipelines.process import bentoml_serve_command, free_port, running_server
 
 REPO = Path(__file__).resolve().parents[2]
 START_TIMEOUT = 240.0

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import redis
-from serving_world import ModelWorld, free_port
+from serving_world import ModelWorld
 from test_service import (
     _engine,
     champion_version,
@@ -25,6 +25,7 @@ from test_service import (
 
 from fraud_assets.core.alerts import AlertStore
 from fraud_assets.core.registry import CHAMPION, Registry
+from fraud_pipelines.process import free_port
 from serving.alerting import REGISTRY_UNREACHABLE, STORE_DOWN
 
 

@@ -16,10 +16,11 @@ import numpy as np
 import pandas as pd
 import pytest
 import sqlalchemy as sa
-from serving_world import MODEL_NAME, ModelWorld, free_port
+from serving_world import MODEL_NAME, ModelWorld
 from starlette.testclient import TestClient
 
 from fraud_assets.core.registry import CHAMPION, Registry
+from fraud_pipelines.process import free_port
 from serving.keys import ApiKeys
 
 READY_TIMEOUT = 120.0
