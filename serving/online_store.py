@@ -1096,22 +1096,23 @@ class RedisOnlineStore(OnlineStore):
             model_version=values[3] or "",
         )
 
-    def prepare(self, txn: StoreTxn) -> Prepared:
+    def _queue_prepare(self, pipe: Any, txn: StoreTxn) -> None:
         ts = txn.ts_ms
         u, m = txn.user_id, txn.merchant_id
-        with self._guard():
-            pipe = self.client.pipeline(transaction=False)
-            pipe.hmget(self._k("tx", txn.transaction_id), "p", "f", "r", "v", "m")
-            pipe.zrangebyscore(self._k("u", u, "ev"), ts - HISTORY_MS, ts, withscores=True)
-            pipe.hmget(self._k("u", u), "n", "ls", "lss", "last")
-            pipe.sismember(self._k("u", u, "dev"), txn.device_id)
-            pipe.sismember(self._k("u", u, "mer"), txn.merchant_id)
-            pipe.sismember(self._k("u", u, "cty"), txn.country)
-            for width in MERCHANT_WINDOWS_MS.values():
-                pipe.zcount(self._k("m", m, "ev"), ts - width, ts)
-            pipe.zcount(self._k("m", m, "lab"), "-inf", f"({ts}")
-            pipe.zcount(self._k("m", m, "fr"), "-inf", f"({ts}")
-            out = pipe.execute()
+        pipe.hmget(self._k("tx", txn.transaction_id), "p", "f", "r", "v", "m")
+        pipe.zrangebyscore(self._k("u", u, "ev"), ts - HISTORY_MS, ts, withscores=True)
+        pipe.hmget(self._k("u", u), "n", "ls", "lss", "last")
+        pipe.sismember(self._k("u", u, "dev"), txn.device_id)
+        pipe.sismember(self._k("u", u, "mer"), txn.merchant_id)
+        pipe.sismember(self._k("u", u, "cty"), txn.country)
+        for width in MERCHANT_WINDOWS_MS.values():
+            pipe.zcount(self._k("m", m, "ev"), ts - width, ts)
+        pipe.zcount(self._k("m", m, "lab"), "-inf", f"({ts}")
+        pipe.zcount(self._k("m", m, "fr"), "-inf", f"({ts}")
+
+    _PREPARE_REPLIES = 8 + len(MERCHANT_WINDOWS_MS)
+
+    def _prepared(self, txn: StoreTxn, out: Sequence[Any]) -> Prepared:
         stored, events, moments, dev, mer, cty = out[:6]
         window_counts = out[6 : 6 + len(MERCHANT_WINDOWS_MS)]
         known, fraud = out[-2:]
@@ -1139,14 +1140,34 @@ class RedisOnlineStore(OnlineStore):
         merchant = MerchantHistory(counts, float(known), float(fraud))
         return Prepared(user, merchant, in_history=stored[4] is not None)
 
-    def commit(
-        self,
-        txn: StoreTxn,
-        features: np.ndarray,
-        prediction_id: str,
-        model_version: str,
-        response: str | None,
-    ) -> StoredResult | None:
+    def prepare(self, txn: StoreTxn) -> Prepared:
+        with self._guard():
+            pipe = self.client.pipeline(transaction=False)
+            self._queue_prepare(pipe, txn)
+            return self._prepared(txn, pipe.execute())
+
+    def prepare_many(self, txns: Sequence[StoreTxn]) -> PreparedBatch:
+        """Every payment's reads in one pipelined round trip."""
+        with self._guard():
+            pipe = self.client.pipeline(transaction=False)
+            for txn in txns:
+                self._queue_prepare(pipe, txn)
+            out = pipe.execute()
+        k = self._PREPARE_REPLIES
+        pairs: list[tuple[UserHistory, MerchantHistory]] = []
+        existing: dict[int, StoredResult] = {}
+        in_history = np.zeros(len(txns), dtype=bool)
+        for i, txn in enumerate(txns):
+            prepared = self._prepared(txn, out[i * k : (i + 1) * k])
+            pairs.append((prepared.user, prepared.merchant))
+            in_history[i] = prepared.in_history
+            if prepared.existing is not None:
+                existing[i] = prepared.existing
+        return PreparedBatch(HistoryBatch.from_histories(pairs), existing, in_history)
+
+    def _commit_call(self, c: Commit) -> tuple[list[str], list[str]]:
+        """KEYS and ARGV of the atomic commit script for one scored payment."""
+        txn, prediction_id = c.txn, c.prediction_id
         u, m = txn.user_id, txn.merchant_id
         keys = [
             self._k("tx", txn.transaction_id),
@@ -1162,9 +1183,9 @@ class RedisOnlineStore(OnlineStore):
             m,
             str(txn.ts_ms),
             prediction_id,
-            _features_json(features),
-            response or "",
-            model_version,
+            _features_json(c.features),
+            c.response or "",
+            c.model_version,
             f"{txn.transaction_id}|{float(txn.amount)!r}",
             repr(float(np.log1p(txn.amount))),
             txn.device_id,
@@ -1175,11 +1196,37 @@ class RedisOnlineStore(OnlineStore):
             txn.transaction_id,
             txn.transaction_id,
         ]
+        return keys, args
+
+    def commit(
+        self,
+        txn: StoreTxn,
+        features: np.ndarray,
+        prediction_id: str,
+        model_version: str,
+        response: str | None,
+    ) -> StoredResult | None:
+        commit = Commit(txn, features, prediction_id, model_version, response)
+        keys, args = self._commit_call(commit)
         with self._guard():
             result = self._commit(keys=keys, args=args)
         if result:
             return self._stored(txn.transaction_id, result)
         return None
+
+    def commit_many(self, commits: Sequence[Commit]) -> dict[str, StoredResult]:
+        """Every payment's atomic commit script, pipelined in one round trip, in order."""
+        with self._guard():
+            pipe = self.client.pipeline(transaction=False)
+            for c in commits:
+                keys, args = self._commit_call(c)
+                self._commit(keys=keys, args=args, client=pipe)
+            results = pipe.execute()
+        return {
+            c.txn.transaction_id: self._stored(c.txn.transaction_id, r)
+            for c, r in zip(commits, results, strict=True)
+            if r
+        }
 
     def save_responses(self, responses: Sequence[tuple[str, str]]) -> None:
         if not responses:

@@ -212,6 +212,12 @@ def test_retry_is_idempotent_and_relabel_replaces(
     # A concurrent duplicate loses the race and gets the first result back.
     raced = store.commit(txn, features, "p-2", "3", '{"x": 2}')
     assert raced is not None and raced.prediction_id == "p-1" and raced.response == '{"x": 1}'
+    # The batch calls behave alike: the earlier result is found and handed back.
+    batch = store.prepare_many([txn, StoreTxn("new-9", "u-9", "m-new", ts, 2.0, "d", "DE")])
+    assert set(batch.existing) == {0} and batch.existing[0].prediction_id == "p-1"
+    assert batch.history.merchant_counts["24h"][1] == 1, "the first payment counts"
+    raced_many = store.commit_many([Commit(txn, features, "p-3", "3", '{"x": 3}')])
+    assert list(raced_many) == ["new-1"] and raced_many["new-1"].prediction_id == "p-1"
     after = store.prepare(StoreTxn("new-2", "u-new", "m-new", ts + 1000, 1.0, "d-1", "DE"))
     assert after.user.n == 1 and after.user.seen_device and after.merchant.counts["24h"] == 1
     assert store.find_prediction("p-1") is not None
