@@ -297,33 +297,19 @@ class OnlineStore(abc.ABC):
         nothing changes.
         """
 
+    @abc.abstractmethod
     def prepare_many(self, txns: Sequence[StoreTxn]) -> PreparedBatch:
         """`prepare` of many payments in one read, all as of before the batch.
 
         Payments of the batch do not see each other here: `batch_features` adds them.
         """
-        pairs: list[tuple[UserHistory, MerchantHistory]] = []
-        existing: dict[int, StoredResult] = {}
-        in_history = np.zeros(len(txns), dtype=bool)
-        for i, txn in enumerate(txns):
-            prepared = self.prepare(txn)
-            pairs.append((prepared.user, prepared.merchant))
-            in_history[i] = prepared.in_history
-            if prepared.existing is not None:
-                existing[i] = prepared.existing
-        return PreparedBatch(HistoryBatch.from_histories(pairs), existing, in_history)
 
+    @abc.abstractmethod
     def commit_many(self, commits: Sequence[Commit]) -> dict[str, StoredResult]:
-        """`commit` of many payments, in the given (canonical) order.
+        """`commit` of many payments, in the given (canonical) order, in one write.
 
         Returns the earlier results of payments another request recorded first.
         """
-        earlier: dict[str, StoredResult] = {}
-        for c in commits:
-            stored = self.commit(c.txn, c.features, c.prediction_id, c.model_version, c.response)
-            if stored is not None:
-                earlier[c.txn.transaction_id] = stored
-        return earlier
 
     @abc.abstractmethod
     def save_responses(self, responses: Sequence[tuple[str, str]]) -> None:
