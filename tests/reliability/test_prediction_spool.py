@@ -397,3 +397,26 @@ def test_rows_are_delivered_when_the_journal_cannot_be_written(tmp_path: Path) -
     log.close()
     assert_exactly(url, {r["prediction_id"] for r in rows})
     assert log.dropped == 0
+
+
+def test_spool_files_of_the_previous_version_are_delivered(tmp_path: Path) -> None:
+    """A spool file left by the version before the journal (no header line, features as an
+    escaped string) is delivered by the first start, from its first line."""
+    url = f"sqlite:///{tmp_path / 'log.db'}"
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    rows = [make_row(i, "legacy") for i in range(30)]
+    lines = []
+    for row in rows:
+        old = {**row, "features": json.dumps(row["features"])}
+        for name in ("scored_at", "transaction_ts"):
+            old[name] = old[name].isoformat()
+        lines.append(json.dumps(old, separators=(",", ":")) + "\n")
+    (spool / "oldhost-123-abcdef12.jsonl").write_text("".join(lines))
+    log = PredictionLog(url, spool_dir=spool, flush_interval_s=0.05)
+    deadline = time.monotonic() + 30
+    while len(stored_ids(url)) < len(rows) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    log.close()
+    assert_exactly(url, {r["prediction_id"] for r in rows})
+    assert log.replayed == len(rows) and not list(spool.iterdir())
