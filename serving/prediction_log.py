@@ -156,7 +156,9 @@ def encode_row(row: dict[str, Any]) -> bytes:
 def decode_row(line: bytes) -> dict[str, Any]:
     """The row `encode_row` or `log_many` wrote, features as their JSON text again (spool
     files of earlier versions hold them as a string)."""
-    row: dict[str, Any] = json.loads(line)
+    row = json.loads(line)
+    if not isinstance(row, dict):
+        raise ValueError("not a JSON object")
     if not isinstance(row.get("features", ""), str):
         row["features"] = json.dumps(row["features"])
     for name in DATETIME_COLUMNS:
@@ -174,8 +176,9 @@ def _header(committed: int) -> bytes:
 def _committed_offset(fd: int) -> int | None:
     """The committed offset in a journal file's header; None for a spool file without one."""
     head = os.pread(fd, HEADER_LEN, 0)
-    if len(head) == HEADER_LEN and head.startswith(HEADER_PREFIX) and head.endswith(b"\n"):
-        return int(head[len(HEADER_PREFIX) : -1])
+    digits = head[len(HEADER_PREFIX) : -1]
+    if len(head) == HEADER_LEN and head.startswith(HEADER_PREFIX) and digits.isdigit():
+        return int(digits)
     return None
 
 
@@ -371,7 +374,11 @@ class Journal:
         """Start a new segment when the current one has reached `segment_bytes`."""
         if not self._segments or self._segments[-1].size < self.segment_bytes:
             return
-        path, fd = self._create()
+        try:
+            path, fd = self._create()
+        except OSError as exc:
+            logger.warning("prediction journal not rotated, the segment grows on: %s", exc)
+            return
         with self._lock:
             self._segments.append(_Segment(path, fd, base=self.end))
         self.commit(self.committed)
@@ -406,7 +413,7 @@ class Journal:
         for the next start to deliver. A later append starts a new segment."""
         with self._lock:
             for segment in self._segments:
-                segment.close(delete=segment.stop <= self.committed)
+                segment.close(delete=segment.stop <= self.committed or segment.size == 0)
             self._segments = []
 
     @contextmanager
@@ -714,8 +721,13 @@ class PredictionLog:
         with self.journal.orphans() as orphans:
             for path, fd in orphans:
                 committed = _committed_offset(fd)
-                offset = 0 if committed is None else committed
                 stop = os.fstat(fd).st_size
+                if committed is None:
+                    offset = 0
+                elif committed <= stop:
+                    offset = committed
+                else:  # header written, rows not (a power cut): replay it all
+                    offset = HEADER_LEN
                 count = 0
                 while True:
                     lines, after = _read_lines(fd, offset, stop, self.batch_size)
