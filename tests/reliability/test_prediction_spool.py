@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -420,3 +421,40 @@ def test_spool_files_of_the_previous_version_are_delivered(tmp_path: Path) -> No
     log.close()
     assert_exactly(url, {r["prediction_id"] for r in rows})
     assert log.replayed == len(rows) and not list(spool.iterdir())
+
+
+def test_concurrent_loggers_with_set_aside_rows(tmp_path: Path) -> None:
+    """Threads logging at once while the writer keeps setting rows aside (a tiny memory bound)
+    and reading them back from the journal: every row stored once, none left pending."""
+    url = f"sqlite:///{tmp_path / 'log.db'}"
+    spool = tmp_path / "spool"
+    log = PredictionLog(
+        url,
+        spool_dir=spool,
+        batch_size=100,
+        flush_interval_s=0.01,
+        max_memory_rows=50,
+        max_backlog=300,
+        journal_segment_bytes=64 << 10,
+    )
+    rows = [make_row(i, "threads") for i in range(4000)]
+
+    def worker(part: list[dict[str, Any]]) -> None:
+        for start in range(0, len(part), 20):
+            chunk = part[start : start + 20]
+            if start % 40:
+                log.log_many(chunk)
+            else:
+                for row in chunk:
+                    log.log(row)
+
+    threads = [threading.Thread(target=worker, args=(rows[k::4],)) for k in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert log.wait_delivered(60), f"{log.pending} rows pending"
+    log.close()
+    assert_exactly(url, {r["prediction_id"] for r in rows})
+    assert log.spooled > 0 and log.replayed == log.spooled and log.dropped == 0
+    assert not list(spool.iterdir())
