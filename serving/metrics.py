@@ -86,15 +86,17 @@ def build_metrics() -> Metrics:
         log_dropped=Counter(
             "fraud_prediction_log_dropped_total",
             "Prediction log rows the database refused for their content (kept in the spool "
-            "folder's rejected.jsonl).",
+            "folder's rejected.jsonl), or lost because the journal could not be written.",
         ),
         log_spooled=Counter(
             "fraud_prediction_log_spooled_total",
-            "Prediction log rows written to the local spool (database down or backlog).",
+            "Prediction log rows left to the on-disk journal alone, to be read back "
+            "(database down or backlog).",
         ),
         log_replayed=Counter(
             "fraud_prediction_log_replayed_total",
-            "Spooled prediction log rows written to the database afterwards.",
+            "Prediction log rows read back from a journal (this worker's, or a stopped or "
+            "killed one's) and written to the database.",
         ),
         request_seconds=Histogram(
             "fraud_request_seconds",

@@ -6,19 +6,34 @@ default the platform database): the payment's fields without its protected attri
 model version, latency and prediction id. Outcomes reported to /feedback go to the
 `feedback` table and join on prediction_id.
 
-Writing never slows a request down, and no row is lost while the disk holds:
+Writing never waits for the database, and a row is never lost once `log()` or `log_many()`
+has returned, even if the worker is then killed with SIGKILL:
 
-* rows are queued in memory and a background thread inserts them in batches;
-* when the database is down, or the queue grows past `max_memory_rows`, rows are appended
-  to a spool file under `FRAUD_HOME/serving/spool/` (JSON lines, fsync'd per batch) and
-  replayed in order once the database answers again;
+* the rows are first appended to this process's journal under `FRAUD_HOME/serving/spool/`
+  (JSON lines) with one unbuffered write per call, so they are in the operating system's
+  page cache before the caller acknowledges the payment. There is no fsync per row: the
+  journal survives the death of the process, not a power cut or a kernel crash;
+* the rows are also kept in memory, where a background thread takes them to insert them in
+  batches; the journal is read back only for rows memory no longer holds. After each
+  committed batch the journal's committed offset, in the header line of its file, moves past
+  the batch. The journal is a series of segment files of `journal_segment_bytes`; a segment
+  whose rows are all committed is deleted, so the journal stays small;
+* when the database is down, or more than `max_memory_rows` rows wait, the rows in memory
+  are set aside: the journal is fsync'd and they are read back from it, in order, once the
+  database answers again;
 * inserts are idempotent (`ON CONFLICT (prediction_id) DO NOTHING` on PostgreSQL and
-  SQLite), so a batch replayed twice, e.g. after a crash between insert and bookkeeping,
-  is stored once;
-* a graceful stop writes out the queue; rows the database still refuses stay in the spool,
-  and the next start (of this or any other worker sharing the folder) delivers them;
+  SQLite), so a batch written twice, e.g. after a kill between the insert and the offset
+  update, is stored once;
+* each live process holds an exclusive `flock` on its journal files; the lock dies with the
+  process, so the next start of this or any other worker sharing the folder finds the
+  journal of a killed (or stopped while the database was down) worker unlocked and
+  delivers its rows from the committed offset on (spool files of earlier versions, without
+  the header, from their start);
 * a row the database rejects for its content (not for being unreachable) goes to
-  `spool/rejected.jsonl` with the reason and is counted as dropped.
+  `spool/rejected.jsonl` with the reason and is counted as dropped;
+* if the journal itself cannot be written (disk full), rows are kept in memory only, an
+  error is logged, and rows the database then cannot take before memory must be set aside
+  are counted as dropped.
 """
 
 from __future__ import annotations
@@ -34,9 +49,10 @@ import uuid
 from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any
+from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
@@ -104,28 +120,81 @@ DATETIME_COLUMNS = frozenset(
     c.name for c in prediction_log.columns if isinstance(c.type, sa.DateTime)
 )
 REJECTED_FILE = "rejected.jsonl"
+JOURNAL_SUFFIX = ".jsonl"
+# A segment file is created under this suffix, locked, and then renamed: a file another
+# process can see under its final name is always locked while its writer lives.
+NEW_SUFFIX = ".new"
+HEADER_PREFIX = b"#journal committed="
+HEADER_LEN = len(HEADER_PREFIX) + 21  # 20 digits and a newline
+READ_BYTES = 4 << 20
+
+
+def _json_default(value: Any) -> str:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+_line_encoder = json.JSONEncoder(separators=(",", ":"), default=_json_default, check_circular=False)
+
+
+def _line(row: dict[str, Any], features: str) -> str:
+    """A row without its features as a JSON line, datetimes in ISO 8601, and `features`, the
+    features' JSON text, inlined as an object (escaped as a string it would cost more)."""
+    return _line_encoder.encode(row)[:-1] + ',"features":' + features + "}\n"
 
 
 def encode_row(row: dict[str, Any]) -> bytes:
-    """One row as a JSON line: datetimes in ISO 8601, features as their JSON text."""
-    out = dict(row)
-    if not isinstance(out.get("features"), str):
-        out["features"] = json.dumps(out["features"])
-    for name in DATETIME_COLUMNS:
-        value = out.get(name)
-        if isinstance(value, datetime):
-            out[name] = value.isoformat()
-    return json.dumps(out, separators=(",", ":")).encode() + b"\n"
+    """One row as a JSON line (see `_line`)."""
+    rest = dict(row)
+    features = rest.pop("features")
+    if not isinstance(features, str):
+        features = json.dumps(features)
+    return _line(rest, features).encode()
 
 
 def decode_row(line: bytes) -> dict[str, Any]:
-    """The row `encode_row` wrote."""
-    row: dict[str, Any] = json.loads(line)
+    """The row `encode_row` or `log_many` wrote, features as their JSON text again (spool
+    files of earlier versions hold them as a string)."""
+    row = json.loads(line)
+    if not isinstance(row, dict):
+        raise ValueError("not a JSON object")
+    if not isinstance(row.get("features", ""), str):
+        row["features"] = json.dumps(row["features"])
     for name in DATETIME_COLUMNS:
         value = row.get(name)
         if isinstance(value, str):
             row[name] = datetime.fromisoformat(value)
     return row
+
+
+def _header(committed: int) -> bytes:
+    """A journal file's first line: the file offset of its first row not yet committed."""
+    return HEADER_PREFIX + b"%020d\n" % committed
+
+
+def _committed_offset(fd: int) -> int | None:
+    """The committed offset in a journal file's header; None for a spool file without one."""
+    head = os.pread(fd, HEADER_LEN, 0)
+    digits = head[len(HEADER_PREFIX) : -1]
+    if len(head) == HEADER_LEN and head.startswith(HEADER_PREFIX) and digits.isdigit():
+        return int(digits)
+    return None
+
+
+def _read_lines(fd: int, offset: int, stop: int, limit: int) -> tuple[list[bytes], int]:
+    """Up to `limit` complete lines of the file between `offset` and `stop`, without their
+    newlines, and the offset just after the last one. An incomplete last line is left out."""
+    size = READ_BYTES
+    while True:
+        data = os.pread(fd, min(size, stop - offset), offset)
+        lines = data.split(b"\n")
+        del lines[-1]  # what follows the last newline: nothing, or an incomplete line
+        if len(lines) >= limit or len(data) < size:
+            break
+        size *= 2
+    del lines[limit:]
+    return lines, offset + sum(len(line) + 1 for line in lines)
 
 
 def _fsync_dir(directory: Path) -> None:
@@ -145,110 +214,249 @@ class _TransientFailure(Exception):
     """The database is unreachable: the batch is still ours to keep."""
 
 
-class Spool:
-    """This process's append-only spool file, and the orphaned ones of processes gone.
+@dataclass
+class _Segment:
+    """One journal file of this process: its rows hold journal positions [base, stop)."""
 
-    Each `PredictionLog` appends to its own file and holds an exclusive `flock` on it while
-    alive, so another process can tell a live spool from an orphan by trying the lock.
+    path: Path
+    fd: int
+    base: int
+    size: int = 0
+
+    @property
+    def stop(self) -> int:
+        return self.base + self.size
+
+    def offset(self, position: int) -> int:
+        """The file offset of a journal position."""
+        return HEADER_LEN + position - self.base
+
+    def close(self, delete: bool) -> None:
+        if delete:
+            self.path.unlink(missing_ok=True)
+        os.close(self.fd)
+
+
+class Batch(NamedTuple):
+    """The oldest rows not yet committed: `rows` from memory, or `lines` read from disk,
+    and the journal position to commit once they are stored."""
+
+    rows: list[dict[str, Any]]
+    lines: list[bytes]
+    end: int
+
+
+class Journal:
+    """This process's journal of prediction rows, the orphaned ones of processes gone, and
+    the copy in memory of the rows not yet committed.
+
+    Journal positions count row bytes across this process's segments; a segment's file is a
+    header line (the file offset of its first uncommitted row) followed by JSON lines. Every
+    segment is written by `os.pwrite` (unbuffered) and flock'd by this process while it is
+    open. Appends may come from any thread; `take`, `commit` and `rotate_if_full` from one
+    writer thread only.
     """
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, segment_bytes: int = 8 << 20) -> None:
         self.directory = directory
-        self.path = directory / (
-            f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}.jsonl"
-        )
-        self._file: IO[bytes] | None = None
-        self._read_offset = 0
-        self.pending = 0
+        self.segment_bytes = segment_bytes
+        self._name = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self._serial = 0
+        self._segments: list[_Segment] = []
         self._lock = threading.Lock()
+        # Rows in memory, one entry per append: the rows and the journal position after
+        # them (None when the journal could not be written). They cover the positions
+        # from `_memory_from` to `end`.
+        self._memory: deque[tuple[list[dict[str, Any]], int | None]] = deque()
+        self._memory_from = 0
+        self._failing = False
+        self.cached = 0
+        self.appended = 0
+        self.end = 0
+        self.committed = 0
 
-    def _open(self) -> IO[bytes]:
-        if self._file is None:
-            self.directory.mkdir(parents=True, exist_ok=True)
-            handle = self.path.open("ab")
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-            _fsync_dir(self.directory)
-            self._file = handle
-        return self._file
+    @property
+    def paths(self) -> list[Path]:
+        """This process's journal files, oldest first."""
+        return [segment.path for segment in self._segments]
 
-    def append(self, rows: list[dict[str, Any]]) -> None:
-        """Append rows and fsync: once this returns, they survive a crash."""
-        data = b"".join(encode_row(row) for row in rows)
+    def append(self, rows: list[dict[str, Any]], data: bytes) -> None:
+        """Write the encoded rows with one system call and keep the rows in memory."""
         with self._lock:
-            handle = self._open()
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-            self.pending += len(rows)
+            end: int | None
+            try:
+                if not self._segments:
+                    self._segments.append(_Segment(*self._create(), base=self.end))
+                self._write(self._segments[-1], data)
+                end = self.end
+            except OSError as exc:
+                end = None
+                if not self._failing:
+                    logger.error("prediction journal not writable, rows kept in memory: %s", exc)
+                self._failing = True
+            else:
+                if self._failing:
+                    logger.warning("prediction journal writable again")
+                self._failing = False
+            self._memory.append((rows, end))
+            self.cached += len(rows)
+            self.appended += len(rows)
 
-    def peek(self, limit: int) -> tuple[list[dict[str, Any]], int]:
-        """Up to `limit` of the oldest undelivered rows and the offset just after them."""
-        with self._lock:
-            if self._file is None or self.pending == 0:
-                return [], self._read_offset
-            rows: list[dict[str, Any]] = []
-            offset = self._read_offset
-            with self.path.open("rb") as reader:
-                reader.seek(offset)
-                for line in reader:
-                    if not line.endswith(b"\n"):
-                        break
-                    offset += len(line)
-                    rows.append(decode_row(line))
-                    if len(rows) >= limit:
-                        break
-            return rows, offset
+    def _write(self, segment: _Segment, data: bytes) -> None:
+        offset = segment.offset(segment.stop)
+        done = 0
+        try:
+            while done < len(data):
+                done += os.pwrite(segment.fd, data[done:], offset + done)
+        except OSError:
+            if done:
+                try:
+                    os.ftruncate(segment.fd, offset)
+                except OSError:
+                    pass  # the next write overwrites the partial row
+            raise
+        segment.size += len(data)
+        self.end += len(data)
 
-    def commit(self, offset: int, count: int) -> None:
-        """Mark the rows up to `offset` delivered; an emptied spool is truncated."""
+    def _create(self) -> tuple[Path, int]:
+        """A new segment file, locked and with its header, under its final name."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self._serial += 1
+        path = self.directory / f"{self._name}-{self._serial:06d}{JOURNAL_SUFFIX}"
+        new = path.with_suffix(NEW_SUFFIX)
+        fd = os.open(new, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            os.pwrite(fd, _header(HEADER_LEN), 0)
+            os.rename(new, path)
+        except BaseException:
+            os.close(fd)
+            new.unlink(missing_ok=True)
+            raise
+        return path, fd
+
+    def take(self, limit: int) -> Batch:
+        """The oldest uncommitted rows: from memory (up to `limit`, or one whole append), or
+        read back from disk when memory no longer holds them."""
+        if self.committed < self._memory_from:
+            for segment in self._segments:
+                if segment.base <= self.committed < segment.stop:
+                    stop = min(self._memory_from, segment.stop)
+                    lines, after = _read_lines(
+                        segment.fd, segment.offset(self.committed), segment.offset(stop), limit
+                    )
+                    if lines:
+                        return Batch([], lines, segment.base + after - HEADER_LEN)
+            raise RuntimeError(f"journal unreadable at position {self.committed}")
+        taken: list[dict[str, Any]] = []
         with self._lock:
-            self._read_offset = offset
-            self.pending -= count
-            if self.pending == 0 and self._file is not None:
-                self._file.truncate(0)
-                self._file.seek(0)
-                os.fsync(self._file.fileno())
-                self._read_offset = 0
+            while self._memory and len(taken) < limit:
+                rows, end = self._memory.popleft()
+                taken.extend(rows)
+                if end is not None:
+                    self._memory_from = end
+            self.cached -= len(taken)
+            return Batch(taken, [], self._memory_from)
+
+    def commit(self, end: int) -> None:
+        """The rows before journal position `end` are in the database: move the committed
+        offset past them and delete the segments they complete."""
+        moved = end > self.committed
+        self.committed = max(self.committed, end)
+        with self._lock:
+            while len(self._segments) > 1 and self._segments[0].stop <= self.committed:
+                self._segments.pop(0).close(delete=True)
+        if moved and self._segments:
+            first = self._segments[0]
+            os.pwrite(first.fd, _header(first.offset(self.committed)), 0)
+
+    def rotate_if_full(self) -> None:
+        """Start a new segment when the current one has reached `segment_bytes`."""
+        if not self._segments or self._segments[-1].size < self.segment_bytes:
+            return
+        try:
+            path, fd = self._create()
+        except OSError as exc:
+            logger.warning("prediction journal not rotated, the segment grows on: %s", exc)
+            return
+        with self._lock:
+            self._segments.append(_Segment(path, fd, base=self.end))
+        self.commit(self.committed)
+
+    def set_aside(self) -> tuple[int, int]:
+        """Forget the rows held in memory: they are read back from disk when their turn
+        comes. Returns how many rows were forgotten and how many of them never reached the
+        journal (lost)."""
+        with self._lock:
+            count = self.cached
+            lost = sum(len(rows) for rows, end in self._memory if end is None)
+            self._memory.clear()
+            self.cached = 0
+            self._memory_from = self.end
+        return count, lost
+
+    def sync(self) -> None:
+        """fsync the journal, for rows that now live on disk only."""
+        with self._lock:
+            fds = [os.dup(segment.fd) for segment in self._segments]
+        try:
+            for fd in fds:
+                os.fsync(fd)
+            if fds:
+                _fsync_dir(self.directory)
+        finally:
+            for fd in fds:
+                os.close(fd)
 
     def close(self) -> None:
-        """Release the file; an empty one is removed, a non-empty one waits for a replay."""
+        """Release the journal: committed segments are deleted, the others are left, unlocked,
+        for the next start to deliver. A later append starts a new segment."""
         with self._lock:
-            if self._file is None:
-                return
-            if self.pending == 0:
-                self.path.unlink(missing_ok=True)
-            self._file.close()
-            self._file = None
+            for segment in self._segments:
+                segment.close(delete=segment.stop <= self.committed or segment.size == 0)
+            self._segments = []
 
     @contextmanager
-    def orphans(self) -> Iterator[list[tuple[Path, IO[bytes]]]]:
-        """Spool files left by processes that are gone, each opened and locked by us."""
-        taken: list[tuple[Path, IO[bytes]]] = []
+    def orphans(self) -> Iterator[list[tuple[Path, int]]]:
+        """Journal and spool files of processes that are gone, each opened and locked by us."""
+        taken: list[tuple[Path, int]] = []
         try:
             candidates = sorted(
-                (p for p in self.directory.glob("*.jsonl") if p.name != REJECTED_FILE),
-                key=lambda p: p.stat().st_mtime,
+                p
+                for p in self.directory.iterdir()
+                if p.name != REJECTED_FILE and p.suffix in (JOURNAL_SUFFIX, NEW_SUFFIX)
             )
-        except FileNotFoundError:
+        except OSError:  # no folder (yet)
             candidates = []
+        own = set(self.paths)
         for path in candidates:
-            if path == self.path:
+            if path in own:
                 continue
             try:
-                handle = path.open("rb")
+                fd = os.open(path, os.O_RDWR)
             except FileNotFoundError:
                 continue
             try:
-                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                stat = os.fstat(fd)
             except OSError:
-                handle.close()
+                os.close(fd)
                 continue
-            taken.append((path, handle))
+            if stat.st_nlink == 0:  # delivered and deleted by another process meanwhile
+                os.close(fd)
+            elif path.suffix == NEW_SUFFIX:
+                # Left by a process killed while creating a segment: it holds no row. A
+                # younger one may be a segment being created right now.
+                if time.time() - stat.st_mtime > 60:
+                    path.unlink(missing_ok=True)
+                os.close(fd)
+            else:
+                taken.append((path, fd))
         try:
             yield taken
         finally:
-            for _, handle in taken:
-                handle.close()
+            for _, fd in taken:
+                os.close(fd)
 
 
 class PredictionLog:
@@ -266,10 +474,12 @@ class PredictionLog:
         retry_max_s: float = 5.0,
         on_spool: Callable[[int], None] | None = None,
         on_replay: Callable[[int], None] | None = None,
+        journal_segment_bytes: int = 8 << 20,
     ) -> None:
-        """`max_memory_rows` queued rows send the rest to disk until the queue is written;
-        at `max_backlog` the request thread itself spills the queue (never blocking on the
-        database). `spool_dir` defaults to `FRAUD_HOME/serving/spool`."""
+        """Past `max_memory_rows` waiting rows, the writer sets the rows in memory aside and
+        reads them back from the journal; at `max_backlog` the request thread itself does
+        (the writer may be stuck on the database). `spool_dir`, the journal's folder, defaults
+        to `FRAUD_HOME/serving/spool`."""
         if spool_dir is None:
             from serving.config import ServingSettings
 
@@ -286,14 +496,13 @@ class PredictionLog:
         self.max_memory_rows = max_memory_rows
         self.max_backlog = max(max_backlog, max_memory_rows)
         self.retry_max_s = retry_max_s
-        self.spool = Spool(Path(spool_dir))
-        # A deque, not a Queue: appending must not wake the writer thread. A wake-up per
-        # request hands the GIL back and forth and costs the request far more than the write.
-        self._rows: deque[dict[str, Any]] = deque()
+        self.journal = Journal(Path(spool_dir), journal_segment_bytes)
+        # An Event the writer sleeps on, set only to hurry it: a wake-up per request hands
+        # the GIL back and forth and costs the request far more than the write.
         self._wake = threading.Event()
         self._done = threading.Condition()
-        self._enqueued = 0
         self._handled = 0
+        self._settled = 0
         self._stopping = False
         self._on_drop = on_drop
         self._on_spool = on_spool
@@ -310,15 +519,31 @@ class PredictionLog:
 
     @property
     def pending(self) -> int:
-        """Rows not yet in the database: queued in memory or waiting in this spool."""
-        return len(self._rows) + self.spool.pending
+        """Rows logged by this instance and not yet in the database (or refused by it)."""
+        return self.journal.appended - self._settled
 
     def log(self, row: dict[str, Any]) -> None:
-        """Queue one prediction row; never waits for the database."""
-        self._rows.append(row)
-        self._enqueued += 1
-        if len(self._rows) >= self.max_backlog:
-            self._spill_queue()
+        """Journal and queue one prediction row (see `log_many`)."""
+        self.log_many([row])
+
+    def log_many(self, rows: list[dict[str, Any]]) -> None:
+        """Journal and queue prediction rows; never waits for the database.
+
+        When this returns, the rows are in the journal (one write for all of them) and
+        survive a kill of the process. Each row's `features` is replaced by its JSON text.
+        """
+        if not rows:
+            return
+        lines: list[str] = []
+        for row in rows:
+            features = row.pop("features")
+            if not isinstance(features, str):
+                features = json.dumps(features)
+            lines.append(_line(row, features))
+            row["features"] = features
+        self.journal.append(rows, "".join(lines).encode())
+        if self.journal.cached >= self.max_backlog:
+            self._set_aside()
 
     def record_feedback(
         self,
@@ -342,9 +567,11 @@ class PredictionLog:
             )
 
     def flush(self, timeout: float = 10.0) -> bool:
-        """Wait until every row queued so far is in the database or safe in the spool."""
-        target = self._enqueued
-        self._wake.set()
+        """Wait until every row logged so far was offered to the database: it is stored, or
+        the database is unreachable and the row waits in the journal."""
+        target = self.journal.appended
+        if self._handled < target:
+            self._wake.set()
         deadline = time.monotonic() + timeout
         with self._done:
             while self._handled < target:
@@ -355,7 +582,7 @@ class PredictionLog:
         return True
 
     def wait_delivered(self, timeout: float = 30.0) -> bool:
-        """Wait until every row queued so far, spooled ones included, is in the database."""
+        """Wait until every row logged so far, set-aside ones included, is in the database."""
         deadline = time.monotonic() + timeout
         while self.pending > 0:
             if time.monotonic() > deadline or not self._thread.is_alive():
@@ -366,22 +593,23 @@ class PredictionLog:
         return self.flush(max(0.0, deadline - time.monotonic()))
 
     def close(self, timeout: float = 30.0) -> None:
-        """Write out everything queued; what the database refuses stays in the spool."""
+        """Write out everything logged; what the database refuses stays in the journal."""
         if self._stopping:
             return
         self._stopping = True
         self._wake.set()
         self._thread.join(timeout)
         if self._thread.is_alive():
+            # Its files stay locked until the process exits; the next start delivers them.
             logger.error("prediction log writer did not finish within %.0f s", timeout)
-            self._spill_queue()
-        if self.spool.pending:
-            logger.warning(
-                "%d prediction log rows stay in %s; the next start writes them",
-                self.spool.pending,
-                self.spool.path,
-            )
-        self.spool.close()
+        else:
+            if self.pending:
+                logger.warning(
+                    "%d prediction log rows stay in %s; the next start writes them",
+                    self.pending,
+                    self.journal.directory,
+                )
+            self.journal.close()
         self.engine.dispose()
 
     def _ensure_table(self) -> None:
@@ -394,28 +622,29 @@ class PredictionLog:
         if self._on_drop is not None:
             self._on_drop(count)
 
-    def _handled_rows(self, count: int) -> None:
+    def _count(self, handled: int = 0, settled: int = 0) -> None:
         with self._done:
-            self._handled += count
+            self._handled += handled
+            self._settled += settled
             self._done.notify_all()
 
-    def _spill(self, batch: list[dict[str, Any]]) -> None:
-        self.spool.append(batch)
-        self.spooled += len(batch)
-        if self._on_spool is not None:
-            self._on_spool(len(batch))
+    def _spooled(self, count: int) -> None:
+        if count:
+            self.spooled += count
+            if self._on_spool is not None:
+                self._on_spool(count)
 
-    def _spill_queue(self) -> None:
-        """Move the whole in-memory queue to the spool (overload, or a stuck writer)."""
-        batch: list[dict[str, Any]] = []
-        while True:
-            try:
-                batch.append(self._rows.popleft())
-            except IndexError:
-                break
-        if batch:
-            self._spill(batch)
-            self._handled_rows(len(batch))
+    def _set_aside(self) -> None:
+        """Leave the rows in memory to the journal alone (database down, or backlog)."""
+        count, lost = self.journal.set_aside()
+        if not count:
+            return
+        self.journal.sync()
+        if lost:
+            logger.error("%d prediction log rows lost: the journal could not be written", lost)
+            self._drop(lost)
+        self._spooled(count - lost)
+        self._count(handled=count, settled=lost)
 
     def _down(self, exc: BaseException) -> None:
         self._backoff = min(max(self._backoff * 2, 0.25), self.retry_max_s)
@@ -429,82 +658,93 @@ class PredictionLog:
 
     def _run(self) -> None:
         while True:
-            self._wake.wait(self.flush_interval_s)
-            self._wake.clear()
             stopping = self._stopping
             try:
                 self._cycle(final=stopping)
             except Exception:
-                # The spool itself failed (disk full, permissions): keep the rows in memory.
                 logger.exception("prediction log writer cycle failed")
                 time.sleep(1.0)
             if stopping:
                 return
+            self._wake.wait(self.flush_interval_s)
+            self._wake.clear()
 
     def _cycle(self, final: bool) -> None:
         if self._database_due(final) and time.monotonic() >= self._orphans_at:
             self._orphans_at = time.monotonic() + 30.0
             self._replay_orphans()
-        while self._rows:
-            batch: list[dict[str, Any]] = []
-            while self._rows and len(batch) < self.batch_size:
-                batch.append(self._rows.popleft())
-            direct = (
-                self.spool.pending == 0
-                and self._database_due(final)
-                and len(self._rows) <= self.max_memory_rows
-            )
-            try:
-                if not direct:
-                    raise _TransientFailure("spooling")
-                self._deliver(batch)
-            except _TransientFailure:
-                try:
-                    self._spill(batch)
-                except OSError:
-                    self._rows.extendleft(reversed(batch))
-                    raise
-            self._handled_rows(len(batch))
-        if self.spool.pending and self._database_due(final):
-            self._replay_own()
-
-    def _replay_own(self) -> None:
-        while self.spool.pending:
-            rows, offset = self.spool.peek(self.batch_size)
-            if not rows:
-                return
+        while self._database_due(final):
+            if self.journal.cached > self.max_memory_rows:
+                self._set_aside()
+            batch = self.journal.take(self.batch_size)
+            in_memory = bool(batch.rows)
+            if not in_memory and not batch.lines:
+                break
+            rows = batch.rows if in_memory else self._decode(batch.lines)
+            delivered = False
             try:
                 self._deliver(rows)
+                delivered = True
             except _TransientFailure:
-                return
-            self.spool.commit(offset, len(rows))
-            self._replayed(len(rows))
+                pass
+            finally:
+                if in_memory:
+                    if not delivered:
+                        self._spooled(len(rows))
+                    self._count(handled=len(rows))
+            if not delivered:
+                self._set_aside()
+                break
+            self.journal.commit(batch.end)
+            self._count(settled=len(batch.rows) + len(batch.lines))
+            if not in_memory:
+                self._replayed(len(rows))
+            if not final:
+                self.journal.rotate_if_full()
+        if not self._database_due(final):
+            self._set_aside()
+
+    def _decode(self, lines: list[bytes]) -> list[dict[str, Any]]:
+        """The rows of journal lines; a line that does not decode is set aside as refused."""
+        rows: list[dict[str, Any]] = []
+        refused: list[tuple[dict[str, Any], str]] = []
+        for line in lines:
+            try:
+                rows.append(decode_row(line))
+            except ValueError as exc:
+                refused.append(({"line": line.decode("utf-8", "replace")}, str(exc)))
+        if refused:
+            self._reject(refused)
+        return rows
 
     def _replay_orphans(self) -> None:
-        with self.spool.orphans() as orphans:
-            for path, handle in orphans:
+        with self.journal.orphans() as orphans:
+            for path, fd in orphans:
+                committed = _committed_offset(fd)
+                stop = os.fstat(fd).st_size
+                if committed is None:
+                    offset = 0
+                elif committed <= stop:
+                    offset = committed
+                else:  # header written, rows not (a power cut): replay it all
+                    offset = HEADER_LEN
                 count = 0
-                rows: list[dict[str, Any]] = []
-                try:
-                    for line in handle:
-                        if not line.endswith(b"\n"):
-                            logger.warning("%s ends with a partial row; it was never acked", path)
-                            break
-                        try:
-                            rows.append(decode_row(line))
-                        except ValueError as exc:
-                            self._reject([({"line": line.decode("utf-8", "replace")}, str(exc))])
-                            continue
-                        if len(rows) >= self.batch_size:
-                            self._deliver(rows)
-                            count += len(rows)
-                            rows = []
-                    if rows:
+                while True:
+                    lines, after = _read_lines(fd, offset, stop, self.batch_size)
+                    if not lines:
+                        break
+                    rows = self._decode(lines)
+                    try:
                         self._deliver(rows)
-                        count += len(rows)
-                except _TransientFailure:
-                    self._replayed(count)
-                    return
+                    except _TransientFailure:
+                        self._replayed(count)
+                        return
+                    count += len(rows)
+                    offset = after
+                    if committed is not None:
+                        os.pwrite(fd, _header(offset), 0)
+                if offset < stop:
+                    logger.warning("%s ends with a partial row; it was never acked", path.name)
                 path.unlink(missing_ok=True)
                 self._replayed(count)
                 logger.info("replayed %d prediction log rows from %s", count, path.name)
@@ -529,9 +769,8 @@ class PredictionLog:
 
     def _deliver(self, batch: list[dict[str, Any]]) -> None:
         """Insert a batch; raises `_TransientFailure` if the database cannot be reached."""
-        for row in batch:
-            if not isinstance(row["features"], str):
-                row["features"] = json.dumps(row["features"])
+        if not batch:
+            return
         try:
             self._ensure_table()
             with self.engine.begin() as conn:
@@ -574,8 +813,8 @@ class PredictionLog:
         return found is not None
 
     def _reject(self, refused: list[tuple[dict[str, Any], str]]) -> None:
-        path = self.spool.directory / REJECTED_FILE
-        self.spool.directory.mkdir(parents=True, exist_ok=True)
+        path = self.journal.directory / REJECTED_FILE
+        self.journal.directory.mkdir(parents=True, exist_ok=True)
         with path.open("ab") as handle:
             for row, reason in refused:
                 entry = json.loads(encode_row(row)) if "prediction_id" in row else row
