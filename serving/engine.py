@@ -480,8 +480,7 @@ class ScoringEngine:
                         txns[i], x[k], result, "predict_batch", api_key, model.spec.features
                     )
                 )
-            for row in logged:
-                self.log.log(row)
+            self.log.log_many(logged)
         for i in range(n):
             if results[i] is None:
                 results[i] = results[first_of[stxns[i].transaction_id]]

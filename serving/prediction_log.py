@@ -54,6 +54,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NamedTuple
 
+import msgspec
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
@@ -113,7 +114,24 @@ def make_engine(url: str) -> sa.Engine:
     if url.startswith("sqlite"):
         # Several workers append to the same SQLite file; wait for the lock, don't fail.
         connect_args["timeout"] = 30
-    return sa.create_engine(url, future=True, pool_pre_ping=True, connect_args=connect_args)
+    engine = sa.create_engine(url, future=True, pool_pre_ping=True, connect_args=connect_args)
+    if url.startswith("sqlite"):
+        sa.event.listen(engine, "connect", _sqlite_pragmas)
+    return engine
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    # WAL lets readers (monitoring) work beside the writers, and without an fsync per commit
+    # a batch insert does not stall the worker's other threads on the disk. Rows are safe
+    # from a process kill in the journal until committed; a power cut is out of scope.
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+    except Exception as exc:  # a locked file keeps its mode; the log still works
+        logger.warning("prediction log: could not set SQLite pragmas: %s", exc)
+    finally:
+        cursor.close()
 
 
 DATETIME_COLUMNS = frozenset(
@@ -129,28 +147,26 @@ HEADER_LEN = len(HEADER_PREFIX) + 21  # 20 digits and a newline
 READ_BYTES = 4 << 20
 
 
-def _json_default(value: Any) -> str:
-    if isinstance(value, datetime):
-        return value.isoformat()
-    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+# msgspec writes a row in a few microseconds, the standard library in ~40: this runs on the
+# request path. Datetimes come out in ISO 8601, floats in their shortest exact form.
+_encoder = msgspec.json.Encoder()
 
 
-_line_encoder = json.JSONEncoder(separators=(",", ":"), default=_json_default, check_circular=False)
-
-
-def _line(row: dict[str, Any], features: str) -> str:
-    """A row without its features as a JSON line, datetimes in ISO 8601, and `features`, the
-    features' JSON text, inlined as an object (escaped as a string it would cost more)."""
-    return _line_encoder.encode(row)[:-1] + ',"features":' + features + "}\n"
+def _encode_line(row: dict[str, Any]) -> bytes:
+    """`row` as a JSON line, its `features` inlined as an object; afterwards `row["features"]`
+    holds the features' JSON text, as the database stores it."""
+    features = row["features"]
+    text = features.encode() if isinstance(features, str) else _encoder.encode(features)
+    row["features"] = msgspec.Raw(text)
+    try:
+        return _encoder.encode(row) + b"\n"
+    finally:
+        row["features"] = text.decode()
 
 
 def encode_row(row: dict[str, Any]) -> bytes:
-    """One row as a JSON line (see `_line`)."""
-    rest = dict(row)
-    features = rest.pop("features")
-    if not isinstance(features, str):
-        features = json.dumps(features)
-    return _line(rest, features).encode()
+    """One row as a JSON line: datetimes in ISO 8601, features inlined as an object."""
+    return _encode_line(dict(row))
 
 
 def decode_row(line: bytes) -> dict[str, Any]:
@@ -534,14 +550,8 @@ class PredictionLog:
         """
         if not rows:
             return
-        lines: list[str] = []
-        for row in rows:
-            features = row.pop("features")
-            if not isinstance(features, str):
-                features = json.dumps(features)
-            lines.append(_line(row, features))
-            row["features"] = features
-        self.journal.append(rows, "".join(lines).encode())
+        data = b"".join([_encode_line(row) for row in rows])
+        self.journal.append(rows, data)
         if self.journal.cached >= self.max_backlog:
             self._set_aside()
 
