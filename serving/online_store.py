@@ -40,6 +40,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import numpy as np
 import pandas as pd
 
@@ -168,11 +169,16 @@ def _to_ms(value: datetime | pd.Timestamp | int | float) -> int:
     return int(stamp.value // 1_000_000)
 
 
+_encoder = msgspec.json.Encoder()
+
+
 def _features_json(features: np.ndarray | Sequence[float]) -> str:
-    # json writes floats with repr, which round-trips exactly: stored features explain
-    # bit-identically.
-    values = features.tolist() if isinstance(features, np.ndarray) else [float(v) for v in features]
-    return json.dumps(values, separators=(",", ":"))
+    # Floats are written in their shortest exact form, so stored features explain
+    # bit-identically. msgspec would write NaN as null; json keeps it a float.
+    values = np.asarray(features, dtype=np.float64)
+    if not np.isfinite(values).all():
+        return json.dumps(values.tolist(), separators=(",", ":"))
+    return _encoder.encode(values.tolist()).decode()
 
 
 @dataclass(frozen=True)
