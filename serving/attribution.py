@@ -202,9 +202,8 @@ class UniquePaths:
     then visits the nodes in this order (parent, left subtree, right subtree) with nothing
     to decide but the row's direction at each split.
 
-    Arrays with one entry per visited node, in visiting order:
-        starts: where each tree's nodes begin (one entry per tree, plus the total).
-        depth: the node's depth, i.e. its row in the walker's path scratch.
+    Arrays with one entry per visited node, in visiting order (tree after tree):
+        depth: the node's depth (0 starts a tree), i.e. its row in the walker's scratch.
         unique: the position at which the node's own element joins its unique path.
         zero: that element's zero fraction (the node's share of its parent's cover, times
             the earlier share of the same feature when the parent's feature repeats).
@@ -221,7 +220,6 @@ class UniquePaths:
     """
 
     width: int
-    starts: np.ndarray
     depth: np.ndarray
     unique: np.ndarray
     zero: np.ndarray
@@ -253,12 +251,10 @@ class UniquePaths:
         leaf_node = np.empty(n_leaves, dtype=np.int64)
         leaf_feature = np.zeros((n_leaves, width), dtype=np.int64)
         leaf_zero = np.zeros((n_leaves, width), dtype=np.float64)
-        starts = np.empty(len(trees.roots) + 1, dtype=np.int64)
         left, right, cover = trees.left.tolist(), trees.right.tolist(), trees.cover.tolist()
         features, is_leaf = trees.feature.tolist(), trees.is_leaf.tolist()
         e = n_leaf = 0
-        for t, root in enumerate(trees.roots.tolist()):
-            starts[t] = e
+        for root in trees.roots.tolist():
             # (node, depth, is it a left child, its unique path's features and zero
             # fractions, its own element last); the root's path is the empty element.
             stack: list[tuple[int, int, bool, tuple[int, ...], tuple[float, ...]]]
@@ -290,10 +286,8 @@ class UniquePaths:
                 for child, child_is_left in ((right[node], False), (left[node], True)):
                     child_zero = cover[child] / cover[node] * incoming
                     stack.append((child, d + 1, child_is_left, path, (*zeros, child_zero)))
-        starts[-1] = e
         return cls(
             width=width,
-            starts=starts,
             depth=depth,
             unique=unique,
             zero=zero,
@@ -333,7 +327,7 @@ class TreeShap:
         out = np.zeros(x.shape, dtype=np.float64)
         p = self.paths
         self._walk(
-            x, p.starts, p.depth, p.unique, p.zero, p.left_side, p.feature, p.threshold,
+            x, p.depth, p.unique, p.zero, p.left_side, p.feature, p.threshold,
             p.default_left, p.repeat, p.repeat_zero, p.leaf, p.leaf_value, p.leaf_feature,
             p.leaf_zero, out,
         )  # fmt: skip
@@ -410,7 +404,6 @@ def _tree_shap_walker(width: int) -> Any:
     @numba.njit(nogil=True, fastmath={"contract"})
     def walk(
         x: np.ndarray,
-        starts: np.ndarray,
         depth: np.ndarray,
         unique: np.ndarray,
         zero: np.ndarray,
@@ -434,8 +427,9 @@ def _tree_shap_walker(width: int) -> Any:
         `weight[d, k + 1]` (lane 0 stays 0, so EXTEND is one pass over fixed lanes). A
         node copies its parent's row d - 1 and extends it; a split unwinds a repeated
         feature in place and records which child the row follows; a leaf credits each
-        element with its unwound weight. Only the per-call scratch below is written, so
-        calls may run at the same time.
+        element with its unwound weight. One fractions are exactly 0 or 1 (the row
+        either follows a branch or not), which the unwinding formulas rely on. Only the
+        per-call scratch below is written, so calls may run at the same time.
         """
         keep, shift, down, up_inv, down_inv, ratio = _coefficients(width)
         one = np.zeros((width, width))
@@ -444,63 +438,63 @@ def _tree_shap_walker(width: int) -> Any:
         for i in range(x.shape[0]):
             phi = out[i]
             row = x[i]
-            for t in range(len(starts) - 1):
-                for e in range(starts[t], starts[t + 1]):
-                    d, u, z = depth[e], unique[e], zero[e]
-                    if d == 0:
-                        one[0, 0] = 1.0
-                        for k in range(width + 1):
-                            weight[0, k] = 0.0
-                        weight[0, 1] = 1.0
+            for e in range(len(depth)):
+                d, u, z = depth[e], unique[e], zero[e]
+                if d == 0:
+                    one[0, 0] = 1.0
+                    for k in range(width + 1):
+                        weight[0, k] = 0.0
+                    weight[0, 1] = 1.0
+                else:
+                    o = followed[d - 1, 1 if left_side[e] else 0]
+                    for k in range(width):
+                        one[d, k] = one[d - 1, k]
+                    for k in range(width):
+                        weight[d, k + 1] = (
+                            z * weight[d - 1, k + 1] * keep[u, k + 1]
+                            + o * weight[d - 1, k] * shift[u, k + 1]
+                        )
+                    one[d, u] = o
+                s = leaf[e]
+                if s >= 0:
+                    value = leaf_value[s]
+                    top = weight[d, u + 1]
+                    # For an element the row does not follow (one fraction 0), UNWOUNDSUM
+                    # is `cold` / z and its credit that times (0 - z): -cold for every
+                    # such element (0 if its zero fraction z is 0).
+                    cold = 0.0
+                    for k in range(u):
+                        cold += weight[d, k + 1] * down_inv[u, k]
+                    for m in range(1, u + 1):
+                        zm, om = leaf_zero[s, m], one[d, m]
+                        carry, hot = top, 0.0
+                        for k in range(u - 1, -1, -1):
+                            hot += carry * up_inv[u, k]
+                            carry = weight[d, k + 1] - carry * (zm * ratio[u, k])
+                        cold_m = cold if zm != 0.0 else 0.0
+                        phi[leaf_feature[s, m]] += (
+                            om * hot * (1.0 - zm) - (1.0 - om) * cold_m
+                        ) * value
+                    continue
+                v = row[feature[e]]
+                went_left = (v < threshold[e]) | (np.isnan(v) & default_left[e])
+                incoming = 1.0
+                at = repeat[e]
+                if at >= 0:
+                    incoming = one[d, at]
+                    zero_at = repeat_zero[e]
+                    if incoming != 0.0:
+                        carry = weight[d, u + 1]
+                        for k in range(u - 1, -1, -1):
+                            previous = weight[d, k + 1]
+                            weight[d, k + 1] = carry * up_inv[u, k]
+                            carry = previous - weight[d, k + 1] * zero_at * down[u, k]
                     else:
-                        o = followed[d - 1, 1 if left_side[e] else 0]
-                        for k in range(width):
-                            one[d, k] = one[d - 1, k]
-                        for k in range(width):
-                            weight[d, k + 1] = (
-                                z * weight[d - 1, k + 1] * keep[u, k + 1]
-                                + o * weight[d - 1, k] * shift[u, k + 1]
-                            )
-                        one[d, u] = o
-                    s = leaf[e]
-                    if s >= 0:
-                        value = leaf_value[s]
-                        top = weight[d, u + 1]
-                        # UNWOUNDSUM of an element the row does not follow (one fraction 0)
-                        # is the same sum divided by its zero fraction, for every such element.
-                        cold = 0.0
-                        for k in range(u):
-                            cold += weight[d, k + 1] * down_inv[u, k]
-                        for m in range(1, u + 1):
-                            zm, om = leaf_zero[s, m], one[d, m]
-                            carry, hot = top, 0.0
-                            for k in range(u - 1, -1, -1):
-                                hot += carry * up_inv[u, k]
-                                carry = weight[d, k + 1] - carry * (zm * ratio[u, k])
-                            cold_m = cold if zm != 0.0 else 0.0
-                            phi[leaf_feature[s, m]] += (
-                                om * hot * (1.0 - zm) - (1.0 - om) * cold_m
-                            ) * value
-                        continue
-                    v = row[feature[e]]
-                    went_left = (v < threshold[e]) | (np.isnan(v) & default_left[e])
-                    incoming = 1.0
-                    at = repeat[e]
-                    if at >= 0:
-                        incoming = one[d, at]
-                        zero_at = repeat_zero[e]
-                        if incoming != 0.0:
-                            carry = weight[d, u + 1]
-                            for k in range(u - 1, -1, -1):
-                                previous = weight[d, k + 1]
-                                weight[d, k + 1] = carry * up_inv[u, k]
-                                carry = previous - weight[d, k + 1] * zero_at * down[u, k]
-                        else:
-                            for k in range(u - 1, -1, -1):
-                                weight[d, k + 1] = weight[d, k + 1] * down_inv[u, k] / zero_at
-                        for k in range(at, u):
-                            one[d, k] = one[d, k + 1]
-                    followed[d, 1] = incoming * went_left
-                    followed[d, 0] = incoming - followed[d, 1]
+                        for k in range(u - 1, -1, -1):
+                            weight[d, k + 1] = weight[d, k + 1] * down_inv[u, k] / zero_at
+                    for k in range(at, u):
+                        one[d, k] = one[d, k + 1]
+                followed[d, 1] = incoming * went_left
+                followed[d, 0] = incoming - followed[d, 1]
 
     return walk
