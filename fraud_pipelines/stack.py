@@ -437,12 +437,16 @@ class Stack:
             names = [c.name for c in self.components()] if self.state_file.exists() else []
             for phase in STOP_PHASES:
                 members = [n for n in names if n in phase or n.rsplit("-", 1)[0] in phase]
-                for name in members:
-                    self._signal(name, signal.SIGTERM)
-                for name in members:
-                    self._reap(name, timeout)
+                with self._phase(f"down: {', '.join(phase)}"):
+                    signalled = time.monotonic()
+                    for name in members:
+                        self._signal(name, signal.SIGTERM)
+                    for name in members:
+                        self._reap(name, timeout)
+                        self.timings[f"stopped: {name}"] = time.monotonic() - signalled
             if (self.root / "postgres" / "data" / "postmaster.pid").exists():
-                self._pg_ctl("stop", "-m", "fast", "-w", "-t", str(int(timeout)))
+                with self._phase("down: postgres"):
+                    self._pg_ctl("stop", "-m", "fast", "-w", "-t", str(int(timeout)))
 
     def status(self) -> dict[str, dict[str, Any]]:
         """Each component's pid (None when stopped), address and health."""
