@@ -81,23 +81,6 @@ def _save_timings(timings: dict[str, float]) -> None:
     (out / "stack_timings.json").write_text(json.dumps(rounded, indent=2) + "\n")
 
 
-# The native stack and the Dagster kill tests take about 20 more minutes on 2 cores than the
-# rest of the suite together; `FRAUD_FULL_TESTS=1 ./scripts/test.sh` runs them.
-HEAVY_GROUPS = frozenset({"native_stack", "dagster_faults"})
-
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    if os.environ.get("FRAUD_FULL_TESTS") == "1":
-        return
-    skip = pytest.mark.skip(
-        reason="native stack / Dagster kill tests: run with FRAUD_FULL_TESTS=1 (~20 min more)"
-    )
-    for item in items:
-        group = item.get_closest_marker("xdist_group")
-        if group is not None and group.args and group.args[0] in HEAVY_GROUPS:
-            item.add_marker(skip)
-
-
 def pytest_runtest_setup(item: pytest.Item) -> None:
     """Under `--dist loadgroup`, fail a grouped test whose xdist_group mark was lost (as with
     pytest 9.2 and pytest-xdist 3.8): every worker would start its own native stack, and the
