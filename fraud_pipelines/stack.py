@@ -172,6 +172,22 @@ def _port_open(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) == 0
 
 
+def _grpc_serving(port: int) -> bool:
+    """True when the gRPC server on the port answers Dagster's health check as SERVING."""
+    import grpc
+    from grpc_health.v1 import health_pb2
+    from grpc_health.v1.health_pb2_grpc import HealthStub
+
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            answer = HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(service="DagsterApi"), timeout=5
+            )
+    except grpc.RpcError:
+        return False
+    return answer.status == health_pb2.HealthCheckResponse.SERVING
+
+
 def _start_time(pid: int) -> str | None:
     """The kernel's start time of a process (to tell it from a later one with the same id)."""
     try:
@@ -860,8 +876,11 @@ class Stack:
                 port = ports.get(name)
                 if port is not None and not _port_open(port):
                     continue
-                # The Dagster checks start a Python program each: not more than every 5 s.
+                # The Dagster checks start a Python program each: they run once a cheap probe
+                # says they can pass, and not more than every 5 s.
                 slow = name in ("user-code", "dagster-daemon")
+                if slow and not self._worth_checking(name):
+                    continue
                 if slow and time.monotonic() - last_tried.get(name, 0.0) < 5.0:
                     continue
                 last_tried[name] = time.monotonic()
@@ -879,6 +898,48 @@ class Stack:
                 if time.monotonic() > deadline:
                     raise StackError(f"not healthy in time: {', '.join(pending)} ({self.logs})")
                 time.sleep(1.0)
+
+    def _worth_checking(self, name: str) -> bool:
+        """In-process probes that pass before the component's own healthcheck can: the code
+        server answers gRPC health checks as SERVING, the daemon has written a heartbeat since
+        it started (the liveness check also accepts heartbeats up to 30 minutes old, from
+        before a restart)."""
+        if name == "user-code":
+            return _grpc_serving(self.p.code_server)
+        if name == "dagster-daemon":
+            since = time.time() - (time.monotonic() - self._started.get(name, time.monotonic()))
+            return self._daemon_heartbeat_since(since)
+        return True
+
+    def _daemon_heartbeat_since(self, since: float) -> bool:
+        import psycopg2
+
+        try:
+            conn = psycopg2.connect(
+                host="127.0.0.1",
+                port=self.p.postgres,
+                user=DB_USER,
+                password=self._password(),
+                dbname="dagster",
+                connect_timeout=5,
+            )
+        except psycopg2.Error:
+            return False
+        try:
+            with conn.cursor() as cur:
+                cur.execute("SELECT body FROM daemon_heartbeats")
+                bodies = [row[0] for row in cur.fetchall()]
+        except psycopg2.Error:
+            return False
+        finally:
+            conn.close()
+        for body in bodies:
+            try:
+                if float(json.loads(body).get("timestamp", 0.0)) >= since:
+                    return True
+            except (ValueError, TypeError, AttributeError):
+                continue
+        return False
 
     def _signal(self, name: str, sig: signal.Signals) -> None:
         pid = self._pid(name)
