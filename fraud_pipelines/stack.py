@@ -41,8 +41,9 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -171,6 +172,22 @@ def _port_open(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) == 0
 
 
+def _grpc_serving(port: int) -> bool:
+    """True when the gRPC server on the port answers Dagster's health check as SERVING."""
+    import grpc
+    from grpc_health.v1 import health_pb2
+    from grpc_health.v1.health_pb2_grpc import HealthStub
+
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            answer = HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(service="DagsterApi"), timeout=5
+            )
+    except grpc.RpcError:
+        return False
+    return answer.status == health_pb2.HealthCheckResponse.SERVING
+
+
 def _start_time(pid: int) -> str | None:
     """The kernel's start time of a process (to tell it from a later one with the same id)."""
     try:
@@ -217,6 +234,9 @@ class Stack:
     ports: Ports | None = None
     env: dict[str, str] = field(default_factory=dict)
     _procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict, repr=False)
+    # Seconds spent in each phase of up, seed, wait_ready and down (summed over calls).
+    timings: dict[str, float] = field(default_factory=dict, repr=False)
+    _started: dict[str, float] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         self.root = Path(self.root).resolve()
@@ -402,37 +422,47 @@ class Stack:
         On a directory that holds a stack already, the data, the ports and the password are
         reused: it is a restart.
         """
-        ensure_redis_server()
-        self._prepare()
-        self._start_postgres()
-        self._create_databases()
-        deadline = time.monotonic() + timeout
-        comps = {c.name: c for c in self.components()}
-        self._start(comps["redis"])
-        self._wait(["redis"], deadline)
-        # The replicas need MLflow only to find a model, and keep asking until they do, so
-        # they load their code while MLflow and the code server start.
-        replicas = [n for n in comps if n.startswith("scoring-")]
-        for name in ("mlflow", "user-code", *replicas):
-            self._start(comps[name])
-        self._wait(["user-code"], deadline)
-        for name in ("dagster-webserver", "dagster-daemon"):
-            self._start(comps[name])
-        self._wait(["mlflow", "dagster-webserver", "dagster-daemon", *replicas], deadline)
+        with self._phase("up"):
+            ensure_redis_server()
+            with self._phase("up: prepare"):
+                self._prepare()
+            with self._phase("up: postgres"):
+                self._start_postgres()
+                self._create_databases()
+            deadline = time.monotonic() + timeout
+            comps = {c.name: c for c in self.components()}
+            with self._phase("up: redis"):
+                self._start(comps["redis"])
+                self._wait(["redis"], deadline)
+            # The replicas need MLflow only to find a model, and keep asking until they do, so
+            # they load their code while MLflow and the code server start.
+            replicas = [n for n in comps if n.startswith("scoring-")]
+            with self._phase("up: services"):
+                for name in ("mlflow", "user-code", *replicas):
+                    self._start(comps[name])
+                self._wait(["user-code"], deadline)
+                for name in ("dagster-webserver", "dagster-daemon"):
+                    self._start(comps[name])
+                self._wait(["mlflow", "dagster-webserver", "dagster-daemon", *replicas], deadline)
 
     def down(self, timeout: float = 60.0) -> None:
         """Stop everything: SIGTERM to every process (the scoring replicas write out their
         prediction logs while Redis and PostgreSQL are still up), then Redis, then
         `pg_ctl stop -m fast`."""
-        names = [c.name for c in self.components()] if self.state_file.exists() else []
-        for phase in STOP_PHASES:
-            members = [n for n in names if n in phase or n.rsplit("-", 1)[0] in phase]
-            for name in members:
-                self._signal(name, signal.SIGTERM)
-            for name in members:
-                self._reap(name, timeout)
-        if (self.root / "postgres" / "data" / "postmaster.pid").exists():
-            self._pg_ctl("stop", "-m", "fast", "-w", "-t", str(int(timeout)))
+        with self._phase("down"):
+            names = [c.name for c in self.components()] if self.state_file.exists() else []
+            for phase in STOP_PHASES:
+                members = [n for n in names if n in phase or n.rsplit("-", 1)[0] in phase]
+                with self._phase(f"down: {', '.join(phase)}"):
+                    signalled = time.monotonic()
+                    for name in members:
+                        self._signal(name, signal.SIGTERM)
+                    for name in members:
+                        self._reap(name, timeout)
+                        self.timings[f"stopped: {name}"] = time.monotonic() - signalled
+            if (self.root / "postgres" / "data" / "postmaster.pid").exists():
+                with self._phase("down: postgres"):
+                    self._pg_ctl("stop", "-m", "fast", "-w", "-t", str(int(timeout)))
 
     def status(self) -> dict[str, dict[str, Any]]:
         """Each component's pid (None when stopped), address and health."""
@@ -478,10 +508,11 @@ class Stack:
     def wait_ready(self, timeout: float = 300.0) -> None:
         """Wait until every replica serves a model (after the first training, or a restart)."""
         deadline = time.monotonic() + timeout
-        while not self.ready():
-            if time.monotonic() > deadline:
-                raise StackError(f"scoring replicas not ready; see {self.logs}/scoring-*.log")
-            time.sleep(1.0)
+        with self._phase("wait_ready"):
+            while not self.ready():
+                if time.monotonic() > deadline:
+                    raise StackError(f"scoring replicas not ready; see {self.logs}/scoring-*.log")
+                time.sleep(1.0)
 
     def launch(
         self,
@@ -545,15 +576,17 @@ class Stack:
         from fraud_pipelines.sandbox import ASSET_PARTITION_RANGE_END, ASSET_PARTITION_RANGE_START
         from serving.keys import ApiKeys
 
-        first, last, count = self._sample_data(rows)
+        with self._phase("seed: sample data"):
+            first, last, count = self._sample_data(rows)
         run_config = (
             {"ops": {"fraud_model": {"config": dict(model_config)}}} if model_config else {}
         )
-        run_id = self.materialize(
-            "full_graph_job",
-            tags={ASSET_PARTITION_RANGE_START: first, ASSET_PARTITION_RANGE_END: last},
-            run_config=run_config,
-        )
+        with self._phase("seed: full_graph_job"):
+            run_id = self.materialize(
+                "full_graph_job",
+                tags={ASSET_PARTITION_RANGE_START: first, ASSET_PARTITION_RANGE_END: last},
+                run_config=run_config,
+            )
         key = ApiKeys(self.platform_db_url).create(f"{key_name}-{int(time.time())}")
         return SeedResult(run_id, key, count, first, last)
 
@@ -785,6 +818,17 @@ class Stack:
         finally:
             conn.close()
 
+    @contextmanager
+    def _phase(self, name: str) -> Iterator[None]:
+        """Time a phase: added to `timings` and printed to stderr."""
+        started = time.monotonic()
+        try:
+            yield
+        finally:
+            took = time.monotonic() - started
+            self.timings[name] = self.timings.get(name, 0.0) + took
+            print(f"stack {self.root.name}: {name} {took:.1f} s", file=sys.stderr, flush=True)
+
     def _pidfile(self, name: str) -> Path:
         return self.root / "run" / f"{name}.pid"
 
@@ -817,6 +861,7 @@ class Stack:
                 start_new_session=True,
             )
         self._procs[comp.name] = proc
+        self._started[comp.name] = time.monotonic()
         self._pidfile(comp.name).write_text(f"{proc.pid} {_start_time(proc.pid)}\n")
 
     def _wait(self, names: Sequence[str], deadline: float) -> None:
@@ -831,17 +876,70 @@ class Stack:
                 port = ports.get(name)
                 if port is not None and not _port_open(port):
                     continue
-                # The Dagster checks start a Python program each: not more than every 5 s.
+                # The Dagster checks start a Python program each: they run once a cheap probe
+                # says they can pass, and not more than every 5 s.
                 slow = name in ("user-code", "dagster-daemon")
+                if slow and not self._worth_checking(name):
+                    continue
                 if slow and time.monotonic() - last_tried.get(name, 0.0) < 5.0:
                     continue
                 last_tried[name] = time.monotonic()
                 if self.healthy(name):
                     pending.remove(name)
+                    if name in self._started:
+                        took = time.monotonic() - self._started[name]
+                        self.timings[f"healthy: {name}"] = took
+                        print(
+                            f"stack {self.root.name}: {name} healthy after {took:.1f} s",
+                            file=sys.stderr,
+                            flush=True,
+                        )
             if pending:
                 if time.monotonic() > deadline:
                     raise StackError(f"not healthy in time: {', '.join(pending)} ({self.logs})")
                 time.sleep(1.0)
+
+    def _worth_checking(self, name: str) -> bool:
+        """In-process probes that pass before the component's own healthcheck can: the code
+        server answers gRPC health checks as SERVING, the daemon has written a heartbeat since
+        it started (the liveness check also accepts heartbeats up to 30 minutes old, from
+        before a restart)."""
+        if name == "user-code":
+            return _grpc_serving(self.p.code_server)
+        if name == "dagster-daemon":
+            since = time.time() - (time.monotonic() - self._started.get(name, time.monotonic()))
+            return self._daemon_heartbeat_since(since)
+        return True
+
+    def _daemon_heartbeat_since(self, since: float) -> bool:
+        import psycopg2
+
+        try:
+            conn = psycopg2.connect(
+                host="127.0.0.1",
+                port=self.p.postgres,
+                user=DB_USER,
+                password=self._password(),
+                dbname="dagster",
+                connect_timeout=5,
+            )
+        except psycopg2.Error:
+            return False
+        try:
+            with conn.cursor() as cur:
+                cur.execute("SELECT body FROM daemon_heartbeats")
+                bodies = [row[0] for row in cur.fetchall()]
+        except psycopg2.Error:
+            return False
+        finally:
+            conn.close()
+        for body in bodies:
+            try:
+                if float(json.loads(body).get("timestamp", 0.0)) >= since:
+                    return True
+            except (ValueError, TypeError, AttributeError):
+                continue
+        return False
 
     def _signal(self, name: str, sig: signal.Signals) -> None:
         pid = self._pid(name)

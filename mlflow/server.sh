@@ -15,6 +15,9 @@ case "$ARTIFACTS" in
   *://*) ;;
   *) mkdir -p "$ARTIFACTS" ;;
 esac
+# MLflow's job runner (a second server process for GenAI evaluation jobs) has nothing to do
+# on this platform, which uses tracking and the model registry only.
+export MLFLOW_SERVER_ENABLE_JOB_EXECUTION="${MLFLOW_SERVER_ENABLE_JOB_EXECUTION:-false}"
 ARGS=(
   --backend-store-uri "$BACKEND"
   --serve-artifacts --artifacts-destination "$ARTIFACTS"

@@ -2,6 +2,9 @@
 # Install everything, lint, validate the Dagster code location, and run the test suite.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# Dozens of processes (servers, Dagster runs, health checks) import the same libraries: each
+# module is compiled once and its bytecode reused, even where the environment turns that off.
+unset PYTHONDONTWRITEBYTECODE
 ./scripts/bootstrap.sh
 # Real servers and tools the tests drive: Redis, the wrk load generator, headless Chromium.
 missing=()

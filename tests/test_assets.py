@@ -18,6 +18,8 @@ ALL_ASSETS = dg.load_assets_from_modules([datasets, features, models, serving_st
 # 60k rows give a test window of ~80 frauds: enough to tell a model from noise, too few for the
 # 200k-row defaults, so the gate is exercised with bars that fit this size.
 SMALL_DATA_BASELINES = {"average_precision": ">= 0.45", "auc_roc": ">= 0.90"}
+# One worker materializes the module's graph once; the promotion tests change it in order.
+pytestmark = pytest.mark.xdist_group("assets")
 RANGE_START = ASSET_PARTITION_RANGE_START
 RANGE_END = ASSET_PARTITION_RANGE_END
 

@@ -115,6 +115,12 @@ def _kill_at(
     return _new_run(platform.instance, known), reached
 
 
+def _what_the_killed_run_left(work: Path) -> str:
+    """The pause markers and the end of the killed run's log, for a failure message."""
+    markers = {m.name: m.read_text().strip() for m in work.glob("paused_*")}
+    return f"markers {markers}; killed run log:\n{log_tail(work / 'killed_run.log', 40)}"
+
+
 def _rerun(platform: Platform, env: dict[str, str], work: Path) -> tuple[dg.DagsterRun, float]:
     """Run the training path again to the end; the run and how long it took."""
     output = work / "rerun.log"
@@ -211,8 +217,9 @@ def test_run_killed_after_registering_its_model_adopts_that_version(
     killed, reached = _kill_at(platform, env, "fraud_model:registered", tmp_path)
 
     orphan = _versions(platform)
-    assert [str(mv.version) for mv in orphan] == ["1"]
-    assert "onnx_sha256" not in orphan[0].tags
+    seen = _what_the_killed_run_left(tmp_path)
+    assert [str(mv.version) for mv in orphan] == ["1"], seen
+    assert "onnx_sha256" not in orphan[0].tags, (orphan[0].tags, seen)
     client = MlflowClient(platform.settings.mlflow_tracking_uri)
     assert client.get_run(orphan[0].run_id).data.tags["dagster_run_id"] == killed.run_id
     assert materializations(platform.instance, "feature_set", killed.run_id) == 1
