@@ -431,9 +431,11 @@ def test_concurrent_loggers_with_set_aside_rows(tmp_path: Path) -> None:
     log = PredictionLog(
         url,
         spool_dir=spool,
-        batch_size=100,
+        # Small batches and a tiny memory bound: the writer sets rows aside on almost every
+        # cycle however fast the loggers are.
+        batch_size=5,
         flush_interval_s=0.01,
-        max_memory_rows=400,
+        max_memory_rows=10,
         max_backlog=2000,
         journal_segment_bytes=64 << 10,
     )
