@@ -903,12 +903,12 @@ class Stack:
         """In-process probes that pass before the component's own healthcheck can: the code
         server answers gRPC health checks as SERVING, the daemon has written a heartbeat since
         it started (the liveness check also accepts heartbeats up to 30 minutes old, from
-        before a restart)."""
+        before a restart). A daemon this object did not start is left to its own check."""
         if name == "user-code":
             return _grpc_serving(self.p.code_server)
-        if name == "dagster-daemon":
-            since = time.time() - (time.monotonic() - self._started.get(name, time.monotonic()))
-            return self._daemon_heartbeat_since(since)
+        started = self._started.get(name)
+        if name == "dagster-daemon" and started is not None:
+            return self._daemon_heartbeat_since(time.time() - (time.monotonic() - started))
         return True
 
     def _daemon_heartbeat_since(self, since: float) -> bool:
