@@ -48,6 +48,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from fraud_pipelines.process import bentoml_serve_command
 from fraud_pipelines.settings import REPO_ROOT
 
 DEFAULT_ROOT = REPO_ROOT / ".fraud" / "stack"
@@ -401,15 +402,7 @@ class Stack:
             found.append(
                 Component(
                     f"scoring-{i}",
-                    [
-                        str(bin_dir / "bentoml"),
-                        "serve",
-                        "serving.service:FraudScorer",
-                        "--host",
-                        "127.0.0.1",
-                        "--port",
-                        str(port),
-                    ],
+                    bentoml_serve_command(port),
                     replica_env,
                     port,
                 )

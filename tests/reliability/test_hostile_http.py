@@ -9,7 +9,6 @@ clients keep being served.
 from __future__ import annotations
 
 import json
-import os
 import socket
 import subprocess
 import sys
@@ -77,19 +76,12 @@ def server(model_world: ModelWorld, tmp_path_factory: pytest.TempPathFactory) ->
     root = tmp_path_factory.mktemp("hostile")
     home = root / "home"
     home.mkdir()
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("FRAUD_", "MLFLOW_", "PROMETHEUS_MULTIPROC_DIR", "BENTOML_"))
-    }
-    env.update(
-        model_world.env(
-            home,
-            FRAUD_PLATFORM_DB_URL=f"sqlite:///{home / 'platform.db'}",
-            FRAUD_SERVING_WORKERS="1",
-            FRAUD_RATE_LIMIT_PER_MIN="100000",
-            FRAUD_ACCESS_LOG="1",
-        )
+    env = model_world.process_env(
+        home,
+        FRAUD_PLATFORM_DB_URL=f"sqlite:///{home / 'platform.db'}",
+        FRAUD_SERVING_WORKERS="1",
+        FRAUD_RATE_LIMIT_PER_MIN="100000",
+        FRAUD_ACCESS_LOG="1",
     )
     key = subprocess.run(
         [sys.executable, "-m", "serving.keys", "create", "hostile"],

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import subprocess
 import sys
 import uuid
@@ -30,15 +29,8 @@ def test_serving_never_unpickles(model_world: ModelWorld, tmp_path: Path) -> Non
     joblib/cloudpickle/dill/torch loaders and numpy.load(allow_pickle=True) all raising."""
     home = tmp_path / "home"
     home.mkdir()
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("FRAUD_", "MLFLOW_", "PROMETHEUS_MULTIPROC_DIR", "BENTOML_"))
-    }
-    env.update(
-        model_world.env(
-            home, FRAUD_PLATFORM_DB_URL=f"sqlite:///{home / 'platform.db'}", PYTHONPATH=str(REPO)
-        )
+    env = model_world.process_env(
+        home, FRAUD_PLATFORM_DB_URL=f"sqlite:///{home / 'platform.db'}", PYTHONPATH=str(REPO)
     )
     payment = transaction(model_world, 1)
     done = subprocess.run(

@@ -12,6 +12,7 @@ hot-swap and integrity tests. conftest.py exposes it as the session fixture `mod
 from __future__ import annotations
 
 import hashlib
+import os
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -62,6 +63,16 @@ class ModelWorld:
             "FRAUD_MODEL_POLL_SECONDS": "0.2",
             **extra,
         }
+
+    def process_env(self, home: Path, **extra: str) -> dict[str, str]:
+        """`env` on top of this process's environment without the platform's own variables,
+        for a service started as a separate process."""
+        inherited = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith(("FRAUD_", "MLFLOW_", "PROMETHEUS_MULTIPROC_DIR", "BENTOML_"))
+        }
+        return {**inherited, **self.env(home, **extra)}
 
     def register(
         self,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -24,12 +23,9 @@ def test_bentoml_serve_scores_over_http(model_world: ModelWorld, tmp_path: Path)
     home = tmp_path / "home"
     home.mkdir()
     platform_db = f"sqlite:///{home / 'platform.db'}"
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("FRAUD_", "MLFLOW_", "PROMETHEUS_MULTIPROC_DIR", "BENTOML_"))
-    }
-    env.update(model_world.env(home, FRAUD_PLATFORM_DB_URL=platform_db, FRAUD_SERVING_WORKERS="1"))
+    env = model_world.process_env(
+        home, FRAUD_PLATFORM_DB_URL=platform_db, FRAUD_SERVING_WORKERS="1"
+    )
     created = subprocess.run(
         [sys.executable, "-m", "serving.keys", "create", "integration"],
         cwd=REPO,
