@@ -1,0 +1,415 @@
+"""The online store in Redis, for scoring replicas that share one state.
+
+Chosen when `FRAUD_ONLINE_STORE_URL` starts with `redis://`. Sorted sets keep every window
+query and update O(log n), hashes hold the running counters and sets the devices,
+merchants and countries seen, and each request costs two round trips: one pipelined read
+and one atomic Lua write (idempotency check, result and every history update together).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from fraud_assets.core.features import (
+    HISTORY_MS,
+    MERCHANT_WINDOWS_MS,
+    FeatureSpec,
+    MerchantHistory,
+    UserHistory,
+)
+from fraud_assets.core.live_batch import HistoryBatch
+from serving.store_api import (
+    DEFAULT_RETENTION_DAYS,
+    KIND_COUNTRY,
+    KIND_DEVICE,
+    KIND_MERCHANT,
+    Commit,
+    HistoryTables,
+    OnlineStore,
+    Prepared,
+    PreparedBatch,
+    StoredResult,
+    StoreTxn,
+    StoreUnavailable,
+    empty_history,
+    features_json,
+    to_ms,
+)
+
+# Atomic commit: idempotency check, result, and every history update in one round trip.
+# Floats are written with %.17g, which round-trips IEEE doubles exactly, so the running
+# log-amount sums equal the offline cumulative sums bit for bit.
+_COMMIT_LUA = """
+local existing = redis.call('HMGET', KEYS[1], 'p', 'f', 'r', 'v')
+if existing[1] then return existing end
+local in_history = redis.call('EXISTS', KEYS[1]) == 1
+redis.call('HSET', KEYS[1], 'm', ARGV[1], 'ts', ARGV[2], 'p', ARGV[3], 'f', ARGV[4],
+           'r', ARGV[5], 'v', ARGV[6])
+redis.call('EXPIRE', KEYS[1], ARGV[13])
+redis.call('SET', KEYS[8], ARGV[14], 'EX', ARGV[13])
+if in_history then return false end
+local ts = tonumber(ARGV[2])
+redis.call('ZADD', KEYS[3], ts, ARGV[7])
+redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', '(' .. ARGV[12])
+local st = redis.call('HMGET', KEYS[2], 'n', 'ls', 'lss', 'last')
+local x = tonumber(ARGV[8])
+local n = (tonumber(st[1]) or 0) + 1
+local ls = (tonumber(st[2]) or 0) + x
+local lss = (tonumber(st[3]) or 0) + x * x
+local last = math.max(tonumber(st[4]) or -1, ts)
+redis.call('HSET', KEYS[2], 'n', string.format('%.17g', n), 'ls', string.format('%.17g', ls),
+           'lss', string.format('%.17g', lss), 'last', string.format('%.17g', last))
+redis.call('SADD', KEYS[4], ARGV[9])
+redis.call('SADD', KEYS[5], ARGV[10])
+redis.call('SADD', KEYS[6], ARGV[11])
+redis.call('ZADD', KEYS[7], ts, ARGV[15])
+redis.call('ZREMRANGEBYSCORE', KEYS[7], '-inf', '(' .. ARGV[12])
+return false
+"""
+
+_LABEL_LUA = """
+local merchant = redis.call('HGET', KEYS[1], 'm')
+if not merchant then return 0 end
+local lab = ARGV[4] .. 'm:' .. merchant .. ':lab'
+local fr = ARGV[4] .. 'm:' .. merchant .. ':fr'
+redis.call('ZADD', lab, ARGV[2], ARGV[1])
+if ARGV[3] == '1' then redis.call('ZADD', fr, ARGV[2], ARGV[1])
+else redis.call('ZREM', fr, ARGV[1]) end
+return 1
+"""
+
+
+class RedisOnlineStore(OnlineStore):
+    """The online store in Redis: sorted sets for windows and labels, hashes for counters.
+
+    Keys are prefixed (default `fraud:`); a transaction's result is kept for
+    `retention_days` so late labels can still find its merchant.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        prefix: str = "fraud:",
+        retention_days: int = DEFAULT_RETENTION_DAYS,
+        timeout_s: float = 5.0,
+    ) -> None:
+        import redis
+
+        self.url = url
+        self.prefix = prefix
+        self.ttl_s = int(retention_days * 86_400)
+        self.client = redis.Redis.from_url(
+            url, decode_responses=True, socket_timeout=timeout_s, socket_connect_timeout=timeout_s
+        )
+        self._commit = self.client.register_script(_COMMIT_LUA)
+        self._label = self.client.register_script(_LABEL_LUA)
+        self._errors: tuple[type[BaseException], ...] = (redis.RedisError, OSError)
+
+    @contextmanager
+    def _guard(self) -> Iterator[None]:
+        try:
+            yield
+        except self._errors as exc:
+            raise StoreUnavailable(f"online store {self.url}: {exc}") from exc
+
+    def _k(self, *parts: str) -> str:
+        return self.prefix + ":".join(parts)
+
+    def ping(self) -> None:
+        with self._guard():
+            self.client.ping()
+
+    def close(self) -> None:
+        self.client.close()
+
+    @staticmethod
+    def _stored(transaction_id: str, values: Sequence[Any]) -> StoredResult:
+        return StoredResult(
+            transaction_id=transaction_id,
+            prediction_id=values[0],
+            features=json.loads(values[1]),
+            response=values[2] or None,
+            model_version=values[3] or "",
+        )
+
+    def _queue_prepare(self, pipe: Any, txn: StoreTxn) -> None:
+        ts = txn.ts_ms
+        u, m = txn.user_id, txn.merchant_id
+        pipe.hmget(self._k("tx", txn.transaction_id), "p", "f", "r", "v", "m")
+        pipe.zrangebyscore(self._k("u", u, "ev"), ts - HISTORY_MS, ts, withscores=True)
+        pipe.hmget(self._k("u", u), "n", "ls", "lss", "last")
+        pipe.sismember(self._k("u", u, "dev"), txn.device_id)
+        pipe.sismember(self._k("u", u, "mer"), txn.merchant_id)
+        pipe.sismember(self._k("u", u, "cty"), txn.country)
+        for width in MERCHANT_WINDOWS_MS.values():
+            pipe.zcount(self._k("m", m, "ev"), ts - width, ts)
+        pipe.zcount(self._k("m", m, "lab"), "-inf", f"({ts}")
+        pipe.zcount(self._k("m", m, "fr"), "-inf", f"({ts}")
+
+    _PREPARE_REPLIES = 8 + len(MERCHANT_WINDOWS_MS)
+
+    def _prepared(self, txn: StoreTxn, out: Sequence[Any]) -> Prepared:
+        stored, events, moments, dev, mer, cty = out[:6]
+        window_counts = out[6 : 6 + len(MERCHANT_WINDOWS_MS)]
+        known, fraud = out[-2:]
+        if stored[0]:
+            user, merchant = empty_history()
+            return Prepared(user, merchant, existing=self._stored(txn.transaction_id, stored))
+        recent_ts = np.array([int(score) for _, score in events], dtype=np.int64)
+        recent_amount = np.array(
+            [float(member.rsplit("|", 1)[1]) for member, _ in events], dtype=np.float64
+        )
+        user = UserHistory(
+            recent_ts=recent_ts,
+            recent_amount=recent_amount,
+            n=float(moments[0] or 0.0),
+            log_sum=float(moments[1] or 0.0),
+            log_sumsq=float(moments[2] or 0.0),
+            last_ts=int(float(moments[3])) if moments[3] is not None else -1,
+            seen_device=bool(dev),
+            seen_merchant=bool(mer),
+            seen_country=bool(cty),
+        )
+        counts = {
+            name: float(c) for name, c in zip(MERCHANT_WINDOWS_MS, window_counts, strict=True)
+        }
+        merchant = MerchantHistory(counts, float(known), float(fraud))
+        return Prepared(user, merchant, in_history=stored[4] is not None)
+
+    def prepare(self, txn: StoreTxn) -> Prepared:
+        with self._guard():
+            pipe = self.client.pipeline(transaction=False)
+            self._queue_prepare(pipe, txn)
+            return self._prepared(txn, pipe.execute())
+
+    def prepare_many(self, txns: Sequence[StoreTxn]) -> PreparedBatch:
+        """Every payment's reads in one pipelined round trip."""
+        with self._guard():
+            pipe = self.client.pipeline(transaction=False)
+            for txn in txns:
+                self._queue_prepare(pipe, txn)
+            out = pipe.execute()
+        k = self._PREPARE_REPLIES
+        pairs: list[tuple[UserHistory, MerchantHistory]] = []
+        existing: dict[int, StoredResult] = {}
+        in_history = np.zeros(len(txns), dtype=bool)
+        for i, txn in enumerate(txns):
+            prepared = self._prepared(txn, out[i * k : (i + 1) * k])
+            pairs.append((prepared.user, prepared.merchant))
+            in_history[i] = prepared.in_history
+            if prepared.existing is not None:
+                existing[i] = prepared.existing
+        return PreparedBatch(HistoryBatch.from_histories(pairs), existing, in_history)
+
+    def _commit_call(self, c: Commit) -> tuple[list[str], list[str]]:
+        """KEYS and ARGV of the atomic commit script for one scored payment."""
+        txn, prediction_id = c.txn, c.prediction_id
+        u, m = txn.user_id, txn.merchant_id
+        keys = [
+            self._k("tx", txn.transaction_id),
+            self._k("u", u),
+            self._k("u", u, "ev"),
+            self._k("u", u, "dev"),
+            self._k("u", u, "mer"),
+            self._k("u", u, "cty"),
+            self._k("m", m, "ev"),
+            self._k("pred", prediction_id),
+        ]
+        args = [
+            m,
+            str(txn.ts_ms),
+            prediction_id,
+            features_json(c.features),
+            c.response or "",
+            c.model_version,
+            f"{txn.transaction_id}|{float(txn.amount)!r}",
+            repr(float(np.log1p(txn.amount))),
+            txn.device_id,
+            txn.merchant_id,
+            txn.country,
+            str(txn.ts_ms - HISTORY_MS),
+            str(self.ttl_s),
+            txn.transaction_id,
+            txn.transaction_id,
+        ]
+        return keys, args
+
+    def commit(
+        self,
+        txn: StoreTxn,
+        features: np.ndarray,
+        prediction_id: str,
+        model_version: str,
+        response: str | None,
+    ) -> StoredResult | None:
+        commit = Commit(txn, features, prediction_id, model_version, response)
+        keys, args = self._commit_call(commit)
+        with self._guard():
+            result = self._commit(keys=keys, args=args)
+        if result:
+            return self._stored(txn.transaction_id, result)
+        return None
+
+    def commit_many(self, commits: Sequence[Commit]) -> dict[str, StoredResult]:
+        """Every payment's atomic commit script, pipelined in one round trip, in order."""
+        with self._guard():
+            pipe = self.client.pipeline(transaction=False)
+            for c in commits:
+                keys, args = self._commit_call(c)
+                self._commit(keys=keys, args=args, client=pipe)
+            results = pipe.execute()
+        return {
+            c.txn.transaction_id: self._stored(c.txn.transaction_id, r)
+            for c, r in zip(commits, results, strict=True)
+            if r
+        }
+
+    def save_responses(self, responses: Sequence[tuple[str, str]]) -> None:
+        if not responses:
+            return
+        with self._guard():
+            pipe = self.client.pipeline(transaction=False)
+            for tid, response in responses:
+                pipe.hset(self._k("tx", tid), "r", response)
+            pipe.execute()
+
+    def lookup(self, transaction_id: str) -> StoredResult | None:
+        with self._guard():
+            values = self.client.hmget(self._k("tx", transaction_id), "p", "f", "r", "v")
+        return self._stored(transaction_id, values) if values[0] else None
+
+    def find_prediction(self, prediction_id: str) -> StoredResult | None:
+        with self._guard():
+            transaction_id = self.client.get(self._k("pred", prediction_id))
+        return self.lookup(transaction_id) if transaction_id else None
+
+    def record_label(
+        self, transaction_id: str, is_fraud: bool, label_ts: datetime | pd.Timestamp | int
+    ) -> bool:
+        with self._guard():
+            found = self._label(
+                keys=[self._k("tx", transaction_id)],
+                args=[transaction_id, str(to_ms(label_ts)), "1" if is_fraud else "0", self.prefix],
+            )
+        return bool(found)
+
+    def bulk_load(self, history: pd.DataFrame, spec: FeatureSpec, replace: bool = True) -> int:
+        hist = HistoryTables.from_frame(history, spec)
+        with self._guard():
+            if replace:
+                self._wipe()
+            pipe = self.client.pipeline(transaction=False)
+            queued = 0
+
+            def flush_if_full(force: bool = False) -> None:
+                nonlocal pipe, queued
+                if queued >= 5_000 or (force and queued):
+                    pipe.execute()
+                    pipe = self.client.pipeline(transaction=False)
+                    queued = 0
+
+            for tid, mid, ts in zip(
+                hist.txn["transaction_id"].tolist(),
+                hist.txn["merchant_id"].tolist(),
+                hist.txn["ts_ms"].tolist(),
+                strict=True,
+            ):
+                key = self._k("tx", tid)
+                pipe.hset(key, mapping={"m": mid, "ts": str(ts)})
+                pipe.expire(key, self.ttl_s)
+                queued += 2
+                flush_if_full()
+            for user_id, n, log_sum, log_sumsq, last_ts in zip(
+                *(hist.users[c].tolist() for c in hist.users.columns), strict=True
+            ):
+                pipe.hset(
+                    self._k("u", user_id),
+                    mapping={
+                        "n": repr(float(n)),
+                        "ls": repr(float(log_sum)),
+                        "lss": repr(float(log_sumsq)),
+                        "last": str(int(last_ts)),
+                    },
+                )
+                queued += 1
+                flush_if_full()
+            ev = hist.user_events
+            members = ev["transaction_id"] + "|" + ev["amount"].map(lambda a: repr(float(a)))
+            for user_id, idx in ev.groupby("user_id", sort=False).indices.items():
+                pipe.zadd(
+                    self._k("u", user_id, "ev"),
+                    dict(
+                        zip(members.iloc[idx].tolist(), ev["ts_ms"].iloc[idx].tolist(), strict=True)
+                    ),
+                )
+                queued += 1
+                flush_if_full()
+            kinds = {KIND_DEVICE: "dev", KIND_MERCHANT: "mer", KIND_COUNTRY: "cty"}
+            for (user_id, kind), values in hist.seen.groupby(["user_id", "kind"], sort=False)[
+                "value"
+            ]:
+                pipe.sadd(self._k("u", user_id, kinds[int(kind)]), *values.tolist())
+                queued += 1
+                flush_if_full()
+            mev = hist.merchant_events
+            for merchant_id, idx in mev.groupby("merchant_id", sort=False).indices.items():
+                pipe.zadd(
+                    self._k("m", merchant_id, "ev"),
+                    dict(
+                        zip(
+                            mev["transaction_id"].iloc[idx].tolist(),
+                            mev["ts_ms"].iloc[idx].tolist(),
+                            strict=True,
+                        )
+                    ),
+                )
+                queued += 1
+                flush_if_full()
+            labels = hist.labels
+            for merchant_id, idx in labels.groupby("merchant_id", sort=False).indices.items():
+                part = labels.iloc[idx]
+                for start in range(0, len(part), 10_000):
+                    chunk = part.iloc[start : start + 10_000]
+                    pipe.zadd(
+                        self._k("m", merchant_id, "lab"),
+                        dict(
+                            zip(
+                                chunk["transaction_id"].tolist(),
+                                chunk["known_at_ms"].tolist(),
+                                strict=True,
+                            )
+                        ),
+                    )
+                    fraud = chunk[chunk["is_fraud"] > 0]
+                    if len(fraud):
+                        pipe.zadd(
+                            self._k("m", merchant_id, "fr"),
+                            dict(
+                                zip(
+                                    fraud["transaction_id"].tolist(),
+                                    fraud["known_at_ms"].tolist(),
+                                    strict=True,
+                                )
+                            ),
+                        )
+                    queued += 2
+                    flush_if_full()
+            flush_if_full(force=True)
+        return len(hist.txn)
+
+    def _wipe(self) -> None:
+        batch: list[str] = []
+        for key in self.client.scan_iter(match=f"{self.prefix}*", count=10_000):
+            batch.append(key)
+            if len(batch) >= 10_000:
+                self.client.unlink(*batch)
+                batch = []
+        if batch:
+            self.client.unlink(*batch)
