@@ -1,13 +1,14 @@
 """Scoring service benchmark: our /predict against `mlflow models serve` and a bare floor.
 
-    .venv/bin/python benchmarks/serving_bench.py [--rows 200000] [--duration 20]
+    .venv/bin/python benchmarks/serving_bench.py [--rows 400000] [--duration 20]
 
 It runs the whole comparison by itself, on this machine, with `wrk` (installed with
 apt-get if missing):
 
-1. Builds a platform in a temporary folder: synthetic transactions, the whole asset graph
-   (features, a trained and checked model registered as `fraud_detector@champion`, the
-   online store loaded from history). The last day is held back as live traffic.
+1. Builds a platform in a temporary folder: synthetic transactions (60 days from
+   2026-01-01), the whole asset graph (features, a trained and checked model registered
+   as `fraud_detector@champion`, the online store loaded from history). The last day is
+   held back as live traffic.
 2. Starts three servers, each with 2 worker processes:
    * ours: `bentoml serve serving.service:FraudScorer`, with API keys, the rate limiter
      (raised so the load is not refused), online features, reason codes and the
@@ -18,7 +19,12 @@ apt-get if missing):
      access log off.
 3. Loads them with wrk: single payments at 16 and at 1 connection (every request a new
    transaction_id, so nothing is answered from the idempotency record), batches of 1,000
-   payments, and /predict/explain at 1 connection.
+   payments, and /predict/explain at 1 connection. The held-back day is replayed as the
+   following days: each pass over it is shifted a day later than the one before (and each
+   run starts after the days earlier runs used), so customers' histories grow as under
+   real traffic. Replaying it onto its own day again and again would instead give every
+   customer that day's payments many times over, and make every figure depend on how
+   long the runs last.
 
 It prints the wrk command of every run and, on its last line, one JSON object with
 `rps_c16`, `p99_c16_ms`, `p50_c1_ms`, `p99_c1_ms`, `mlflow_rps_c16`, `floor_rps_c16`,
@@ -37,6 +43,7 @@ import concurrent.futures
 import json
 import os
 import platform
+import re
 import shutil
 import subprocess
 import sys
@@ -53,22 +60,16 @@ from fraud_pipelines.process import bentoml_serve_command, free_port, running_se
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-# Every request body is one of `bodies`, with `#ID#` replaced by a run-unique id.
-WRK_SCRIPT = """
+DATA_START = "2026-01-01"
+# Every request body is one of `bodies`, each given as its pieces: text, 0 where the
+# run-unique id goes, and a number (epoch seconds) where a payment's timestamp goes. Each
+# pass over the bodies is moved on by a day (`day_shift`), so a replay continues the
+# history like the next days of traffic instead of piling every pass onto the same day.
+WRK_SCRIPT = """-- bodies: %(count)d
 local bodies = {%(bodies)s}
--- Each body split once at its #ID# markers: a request is then one table.concat.
-split = {}
-for i, body in ipairs(bodies) do
-  local segments, start = {}, 1
-  while true do
-    local at = string.find(body, "#ID#", start, true)
-    if not at then break end
-    table.insert(segments, string.sub(body, start, at - 1))
-    start = at + 4
-  end
-  table.insert(segments, string.sub(body, start))
-  split[i] = segments
-end
+local day_shift = %(day_shift)d
+local max_days = %(max_days)d
+local day0 = tonumber(os.getenv("BENCH_DAY0") or "0")
 local path = "%(path)s"
 local headers = {["Content-Type"] = "application/json"%(key)s}
 local counter = 0
@@ -91,9 +92,24 @@ function request()
     return wrk.format("GET", "/healthz")
   end
   counter = counter + 1
-  local segments = split[(counter %% #split) + 1]
+  local pieces = bodies[(counter %% #bodies) + 1]
   local id = "%(run)s-" .. tid .. "-" .. counter
-  return wrk.format("POST", path, headers, table.concat(segments, id))
+  -- The two threads take turns over the days: each day gets one pass.
+  local day = day0 + math.floor(counter / #bodies) * 2 + tid - 1
+  local shift = 0
+  if max_days > 0 then shift = (day %% max_days) * day_shift end
+  local out = {}
+  for k = 1, #pieces do
+    local piece = pieces[k]
+    if type(piece) == "string" then
+      out[k] = piece
+    elseif piece == 0 then
+      out[k] = id
+    else
+      out[k] = os.date("!%%Y-%%m-%%dT%%H:%%M:%%S", piece + shift)
+    end
+  end
+  return wrk.format("POST", path, headers, table.concat(out))
 end
 
 function response(status, headers, body)
@@ -157,7 +173,9 @@ def build_platform(root: Path, rows: int, days: int) -> tuple[dict[str, str], pd
         make_platform,
     )
 
-    sandbox = make_platform(root, rows=rows, days=days)
+    # The data starts on the first day the partitions know, leaving months to replay its
+    # last day on the days after.
+    sandbox = make_platform(root, rows=rows, days=days, start=DATA_START)
     last = pd.Timestamp(sandbox.last_day, tz="UTC")
     result = dg.materialize(
         dg.load_assets_from_modules([datasets, features, models, serving_state]),
@@ -188,23 +206,74 @@ def payloads(live: pd.DataFrame) -> list[dict[str, object]]:
             if value is None or (isinstance(value, float) and np.isnan(value)):
                 continue
             if isinstance(value, pd.Timestamp):
-                value = value.isoformat()
+                # Whole seconds become a marker the wrk script moves on by a day per pass.
+                value = f"#TS:{int(value.floor('s').timestamp())}#{value.isoformat()[19:]}"
             item[name] = value.item() if isinstance(value, np.generic) else value
         item["transaction_id"] = f"{item['transaction_id']}-#ID#"
         out.append(item)
     return out
 
 
-def lua(bodies: Sequence[str], path: str, run: str, key: str | None, until_epoch: int = 0) -> str:
-    quoted = ",\n".join(json.dumps(b) for b in bodies)
+_MARKER = re.compile(r"#ID#|#TS:(-?\d+)#")
+
+
+def lua_pieces(body: str) -> str:
+    """A body as a Lua table of pieces: text, 0 for the id, epoch seconds for a timestamp."""
+    pieces: list[str] = []
+    start = 0
+    for match in _MARKER.finditer(body):
+        pieces.append(json.dumps(body[start : match.start()]))
+        pieces.append(match.group(1) or "0")
+        start = match.end()
+    pieces.append(json.dumps(body[start:]))
+    return "{" + ", ".join(pieces) + "}"
+
+
+def lua(
+    bodies: Sequence[str],
+    path: str,
+    run: str,
+    key: str | None,
+    until_epoch: int = 0,
+    max_days: int = 0,
+) -> str:
+    """The wrk script sending `bodies` in turn; see WRK_SCRIPT for the markers.
+
+    With `max_days` > 0 each pass over the bodies is a day later than the one before, for at
+    most `max_days` days (then the days come round again).
+    """
     header = f', ["X-API-Key"] = "{key}"' if key else ""
     return WRK_SCRIPT % {
-        "bodies": quoted,
+        "bodies": ",\n".join(lua_pieces(b) for b in bodies),
+        "count": len(bodies),
         "path": path,
         "key": header,
         "run": run,
         "until": until_epoch,
+        "day_shift": 86_400,
+        "max_days": max_days,
     }
+
+
+# The first day of each script's next run, so that no run replays a day another filled.
+_NEXT_DAY: dict[Path, int] = {}
+
+
+def _day_env(script: Path) -> dict[str, str]:
+    return {**os.environ, "BENCH_DAY0": str(_NEXT_DAY.get(script, 0))}
+
+
+def _days_used(script: Path, requests: int) -> None:
+    first = script.read_text().split("\n", 1)[0]  # "-- bodies: N"
+    bodies = int(first.rsplit(" ", 1)[1])
+    _NEXT_DAY[script] = _NEXT_DAY.get(script, 0) + requests // max(1, bodies) + 4
+
+
+def _wrk_figures(out: str) -> dict[str, float]:
+    line = next(x for x in out.splitlines() if x.startswith("WRKJSON "))
+    figures: dict[str, float] = json.loads(line.removeprefix("WRKJSON "))
+    figures["rps"] = figures["requests"] / figures["seconds"]
+    return figures
 
 
 def run_wrk(
@@ -223,10 +292,10 @@ def run_wrk(
         url,
     ]
     print(f"[{label}] {' '.join(cmd)}", flush=True)
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
-    line = next(x for x in out.splitlines() if x.startswith("WRKJSON "))
-    figures = json.loads(line.removeprefix("WRKJSON "))
-    figures["rps"] = figures["requests"] / figures["seconds"]
+    env = _day_env(script)
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env).stdout
+    figures = _wrk_figures(out)
+    _days_used(script, int(figures["requests"]))
     print(
         f"[{label}] {figures['rps']:.0f} req/s  p50 {figures['p50_ms']:.2f} ms  "
         f"p99 {figures['p99_ms']:.2f} ms  non-200 {figures['non_200']}  "
@@ -237,9 +306,14 @@ def run_wrk(
 
 
 def warm(wrk: str, url: str, script: Path) -> None:
-    subprocess.run(
-        [wrk, "-t1", "-c2", "-d3s", "-s", str(script), url], check=True, capture_output=True
-    )
+    out = subprocess.run(
+        [wrk, "-t1", "-c2", "-d3s", "-s", str(script), url],
+        check=True,
+        capture_output=True,
+        text=True,
+        env=_day_env(script),
+    ).stdout
+    _days_used(script, int(_wrk_figures(out)["requests"]))
 
 
 def run_split(
@@ -275,21 +349,41 @@ def run_split(
     }
 
 
+def replay_days(live: pd.DataFrame) -> int:
+    """How many later days the held-back payments can be replayed on without reaching now."""
+    last = pd.to_datetime(live["timestamp"], utc=True).max()
+    return max(0, int((pd.Timestamp.now(tz="UTC") - last) / pd.Timedelta(days=1)) - 1)
+
+
 def write_scripts(
-    folder: Path, items: list[dict[str, object]], vectors: np.ndarray, key: str, run: str
+    folder: Path,
+    items: list[dict[str, object]],
+    vectors: np.ndarray,
+    key: str,
+    run: str,
+    max_days: int,
 ) -> Path:
-    """The wrk scripts: payments for ours, feature vectors for the references."""
+    """The wrk scripts: payments for ours, feature vectors for the references.
+
+    Payments are replayed a day later on each pass, for at most `max_days` days.
+    """
     scripts = folder / "wrk"
     scripts.mkdir(parents=True, exist_ok=True)
     single = [json.dumps(item) for item in items]
-    (scripts / "predict.lua").write_text(lua(single, "/predict", run, key))
-    (scripts / "explain.lua").write_text(lua(single, "/predict/explain", f"{run}x", key))
-    # The items of a batch share the per-request suffix; their own ids keep them apart.
+    (scripts / "predict.lua").write_text(lua(single, "/predict", run, key, max_days=max_days))
+    (scripts / "explain.lua").write_text(
+        lua(single, "/predict/explain", f"{run}x", key, max_days=max_days)
+    )
+    # The held-back day in consecutive batches of 1,000 (its last partial batch left out),
+    # so a pass holds each payment once. The items of a batch share the per-request suffix;
+    # their own ids keep them apart.
     batch_bodies = [
-        json.dumps({"transactions": [items[(b * 1000 + i) % len(items)] for i in range(1000)]})
-        for b in range(8)
+        json.dumps({"transactions": items[b * 1000 : (b + 1) * 1000]})
+        for b in range(max(1, len(items) // 1000))
     ]
-    (scripts / "batch.lua").write_text(lua(batch_bodies, "/predict/batch", f"{run}b", key))
+    (scripts / "batch.lua").write_text(
+        lua(batch_bodies, "/predict/batch", f"{run}b", key, max_days=max_days)
+    )
     floor_bodies = [json.dumps({"features": row.tolist()}) for row in vectors]
     mlflow_bodies = [json.dumps({"inputs": [row.tolist()]}) for row in vectors]
     (scripts / "floor.lua").write_text(lua(floor_bodies, "/predict", run, None))
@@ -397,7 +491,7 @@ def bench_embedded(
     base_env = reference_env(env)
     key = ApiKeys(env["FRAUD_PLATFORM_DB_URL"]).create(f"bench-{run}")
     model_onnx, vectors = home_inputs(Path(env["FRAUD_HOME"]))
-    scripts = write_scripts(folder, payloads(live), vectors, key, run)
+    scripts = write_scripts(folder, payloads(live), vectors, key, run, replay_days(live))
     (folder / "logs").mkdir(exist_ok=True)
     port = free_port()
     url = f"http://127.0.0.1:{port}"
@@ -431,7 +525,7 @@ def bench_stack(wrk: str, folder: Path, root: Path, run: str, seconds: int) -> d
     stamps = pd.to_datetime(raw["timestamp"], utc=True)
     live = raw[stamps >= stamps.max().floor("D")].sort_values("timestamp").reset_index(drop=True)
     model_onnx, vectors = home_inputs(stack.home)
-    scripts = write_scripts(folder, payloads(live), vectors, key, run)
+    scripts = write_scripts(folder, payloads(live), vectors, key, run, replay_days(live))
     out = measure_ours(wrk, stack.scoring_urls, scripts, seconds)
     out.update(measure_references(wrk, folder, reference_env(env), model_onnx, scripts, seconds))
     out["ratios"] = ratios(out)
@@ -445,7 +539,7 @@ def bench_stack(wrk: str, folder: Path, root: Path, run: str, seconds: int) -> d
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rows", type=int, default=200_000)
+    parser.add_argument("--rows", type=int, default=400_000)
     parser.add_argument("--days", type=int, default=60)
     parser.add_argument("--duration", type=int, default=20, help="seconds per wrk run")
     parser.add_argument("--keep", type=Path, help="build in this folder and keep it")

@@ -282,7 +282,7 @@ class ScoringEngine:
         top_contrib = contrib[rows, top].tolist()
         return [
             [
-                ReasonCode(feature=names[j], value=v, contribution=c)
+                ReasonCode.model_construct(feature=names[j], value=v, contribution=c)
                 for j, v, c in zip(top[i].tolist(), top_values[i], top_contrib[i], strict=True)
                 if c > 0
             ]
@@ -410,8 +410,38 @@ class ScoringEngine:
         model call scores them all, and one write records them.
         """
         started = time.perf_counter()
+        n = len(request.transactions)
+        results = self._score_many(
+            request.transactions, [api_key] * n, [started] * n, "predict_batch"
+        )
+        self.metrics.scoring_seconds.labels("predict_batch").observe(time.perf_counter() - started)
+        return BatchResponse.model_construct(results=results)
+
+    def predict_many(
+        self,
+        txns: Sequence[Transaction],
+        api_keys: Sequence[str | None],
+        started: Sequence[float],
+    ) -> list[FraudScore]:
+        """Score concurrent single payments together (what `predict` answers each of them).
+
+        `started[i]` is when request i began (`time.perf_counter()`), for its latency.
+        """
+        results = self._score_many(txns, api_keys, started, "predict")
+        now = time.perf_counter()
+        for began in started:
+            self._predict_timer.observe(now - began)
+        return results
+
+    def _score_many(
+        self,
+        txns: Sequence[Transaction],
+        api_keys: Sequence[str | None],
+        started: Sequence[float],
+        endpoint: str,
+    ) -> list[FraudScore]:
+        """Score payments in canonical order with one store read, model call and write."""
         model = self._model()
-        txns = request.transactions
         n = len(txns)
         stxns = [store_txn(t) for t in txns]
         order = sorted(range(n), key=lambda i: (stxns[i].ts_ms, stxns[i].transaction_id))
@@ -426,7 +456,7 @@ class ScoringEngine:
         try:
             prepared = self.store.prepare_many([stxns[i] for i in unique])
         except StoreUnavailable as exc:
-            logger.error("scoring a batch of %d without history: %s", len(unique), exc)
+            logger.error("scoring %d payments without history: %s", len(unique), exc)
             self.metrics.degraded.inc(len(unique))
             degraded = True
             prepared = PreparedBatch(
@@ -449,24 +479,26 @@ class ScoringEngine:
             scores = model.scorer.predict(x)
             decisions = [model.decide(s) for s in scores.tolist()]
             reasons = self._reasons(model, x, scores, decisions)
-            latency = round((time.perf_counter() - started) * 1000.0, 3)
+            finished = time.perf_counter()
             ids = new_prediction_ids(len(rows))
+            score_list = scores.tolist()
             scored = [
-                FraudScore(
+                FraudScore.model_construct(
                     prediction_id=ids[k],
                     transaction_id=stxns[i].transaction_id,
-                    fraud_score=float(scores[k]),
+                    fraud_score=score_list[k],
                     decision=decisions[k],
                     is_fraud=decisions[k] == "decline",
                     reason_codes=reasons[k],
                     model_version=model.version,
-                    latency_ms=latency,
+                    latency_ms=round((finished - started[i]) * 1000.0, 3),
                     degraded=degraded,
                 )
                 for k, i in enumerate(rows)
             ]
             earlier = self._record_batch(model, [stxns[i] for i in rows], x, scored, degraded)
             logged: list[dict[str, Any]] = []
+            names = model.spec.features
             for k, i in enumerate(rows):
                 stored = earlier.get(stxns[i].transaction_id)
                 if stored is not None:
@@ -475,17 +507,12 @@ class ScoringEngine:
                 result = scored[k]
                 results[i] = result
                 self._count_decision(result.decision, model.version)
-                logged.append(
-                    self._log_row(
-                        txns[i], x[k], result, "predict_batch", api_key, model.spec.features
-                    )
-                )
+                logged.append(self._log_row(txns[i], x[k], result, endpoint, api_keys[i], names))
             self.log.log_many(logged)
         for i in range(n):
             if results[i] is None:
                 results[i] = results[first_of[stxns[i].transaction_id]]
-        self.metrics.scoring_seconds.labels("predict_batch").observe(time.perf_counter() - started)
-        return BatchResponse(results=[r for r in results if r is not None])
+        return [r for r in results if r is not None]
 
     def _record_batch(
         self,

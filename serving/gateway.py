@@ -20,6 +20,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
+from serving.coalesce import PredictQueue
 from serving.config import MAX_BODY_BYTES, direct_answers_enabled
 from serving.errors import REQUEST, ApiError, ApiErrorInfo, RequestSlot, from_validation, rewrite
 from serving.openapi import service_document
@@ -102,6 +103,12 @@ class Gateway:
         self.engines = engines
         self.engine: Any = None
         self.direct = direct_answers_enabled() if direct is None else direct
+        self.queue: PredictQueue | None = None
+
+    def _queue(self, engine: Any) -> PredictQueue:
+        if self.queue is None or self.queue.engine is not engine:
+            self.queue = PredictQueue(engine)
+        return self.queue
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -267,7 +274,9 @@ class Gateway:
         try:
             # An empty body is an empty object: the answer lists every missing field.
             request = route.request.model_validate_json(body if body.strip() else b"{}")
-            if route.with_key:
+            if path == "/predict":
+                result = await self._queue(engine).score(request, slot.api_key, started)
+            elif route.with_key:
                 result = getattr(engine, route.method)(request, slot.api_key)
             else:
                 result = getattr(engine, route.method)(request)

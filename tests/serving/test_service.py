@@ -414,6 +414,62 @@ def test_batch_equals_single(
         ]
 
 
+def test_concurrent_singles_are_scored_together_as_if_alone(
+    model_world: ModelWorld, tmp_path: Path, clean_env: pytest.MonkeyPatch
+) -> None:
+    """Payments ready on the same turn of the event loop share one store read and write."""
+    import asyncio
+
+    from serving.coalesce import PredictQueue
+    from serving.gateway import ENGINES
+    from serving.schemas import Transaction
+
+    user = f"u-together-{uuid.uuid4().hex[:6]}"
+    payments = [
+        transaction(model_world, 60 + i, user_id=user if i % 3 else f"{user}-{i}")
+        for i in range(12)
+    ]
+    with running(model_world, tmp_path / "single", clean_env) as (client, headers):
+        wait_for(client, lambda b: b["ready"])
+        singles = [client.post("/predict", json=p, headers=headers).json() for p in payments]
+    with running(model_world, tmp_path / "together", clean_env) as (client, headers):
+        wait_for(client, lambda b: b["ready"])
+        queue = PredictQueue(ENGINES.engine)
+
+        async def all_at_once() -> list[Any]:
+            return await asyncio.gather(
+                *[
+                    queue.score(Transaction.model_validate(p), "merchant", time.perf_counter())
+                    for p in payments
+                ]
+            )
+
+        together = asyncio.run(all_at_once())
+        assert (queue.batches, queue.payments) == (1, len(payments))
+        # Over HTTP too: concurrent requests all answered, each with its own prediction.
+        more = [transaction(model_world, 100 + i, user_id=user) for i in range(24)]
+        answers: list[Any] = [None] * len(more)
+
+        def post(i: int) -> None:
+            answers[i] = client.post("/predict", json=more[i], headers=headers)
+
+        threads = [threading.Thread(target=post, args=(i,)) for i in range(len(more))]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert all(a.status_code == 200 for a in answers)
+        assert len({a.json()["prediction_id"] for a in answers}) == len(more)
+    for single, result in zip(singles, together, strict=True):
+        assert result.transaction_id == single["transaction_id"]
+        assert result.fraud_score == pytest.approx(single["fraud_score"], abs=1e-7)
+        assert result.decision == single["decision"]
+        assert [r.feature for r in result.reason_codes] == [
+            r["feature"] for r in single["reason_codes"]
+        ]
+        assert result.latency_ms > 0
+
+
 def test_explain_contributions_sum_to_the_logit(
     service: tuple[TestClient, dict[str, str]], model_world: ModelWorld
 ) -> None:
