@@ -30,12 +30,13 @@ change nothing for this leaf, so its Shapley value for a feature i of F is
 
 which depends on the row only through B. With E(C) = sum_{S ⊆ C} w(|S|, d) prod_{C - S} z
 and Q(B) = v * prod_{F - B} z it is (1 - z_i) Q(B) E(B - {i}) for i in B and -Q(B) E(B)
-for every i outside B, so all 2^d x d values of a leaf take O(2^d d) to tabulate. The
-two leaves under one split are tabulated together, by the row's mask at the split and the
-direction it takes there; a row then reads one table row per leaf pair, found by
-evaluating every split once. Tables grow as 2^depth: the trees whose tables do not fit
-`max_table_bytes` together (64 MiB by default, smallest tables first) are explained by
-the exact Algorithm 2 of the paper instead (`UniquePaths`), O(leaves x depth^2) per tree.
+for every i outside B, so all 2^d x d values of a leaf take O(2^d d) to tabulate. Leaves
+close together are tabulated together (up to four: a split's leaf children and the leaf
+pairs below it), by the row's mask at that split and the directions it takes there; a
+row then reads one table row per unit, found by evaluating every split once. Tables
+grow as 2^depth: the trees whose tables do not fit `max_table_bytes` together (64 MiB by
+default, smallest tables first) are explained by the exact Algorithm 2 of the paper
+instead (`UniquePaths`), O(leaves x depth^2) per tree.
 
 Every walker is compiled by numba once per process, when a model loads (the champion
 warms them up), and releases the GIL while it runs; concurrent calls write only their own
@@ -250,12 +251,13 @@ class LeafTables:
     The splits of the tabulated trees are visited tree after tree, each tree depth first
     (a split, its left subtree, its right subtree). Along the way a row carries a mask:
     bit k is set when the row meets every condition so far on the k-th distinct feature
-    of the path (positions in order of first appearance). A split with one or two leaf
-    children is a "unit": its table has a row for every mask at the split and every
-    direction the row can take there, holding the summed SHAP values of its leaves. A row
-    is explained in two passes: every split once, which finds each unit's table row, then
-    every unit, which adds that row to the row's SHAP values. Units are numbered by width
-    so that the second pass runs loops of a fixed length, one width after another.
+    of the path (positions in order of first appearance). The leaves are tabulated in
+    units: a split with a leaf or a leaf pair (a split with two leaf children) below it
+    holds the summed SHAP values of those leaves (up to four) in a table with a row for
+    every mask at the split and every direction the row can take at the split and at the
+    leaf pairs' splits. A row is explained in two passes: every split once, which finds
+    each unit's table row, then every unit, which adds that row to the row's SHAP values.
+    Units are numbered by width, so that the second pass runs loops of a fixed length.
 
     Arrays with one entry per split, in visiting order:
         depth: the split's depth (0 at a root).
@@ -264,15 +266,18 @@ class LeafTables:
             when the value is NaN and `default_left`).
         bit: 1 << the position of the split feature on the path below the split.
         new_bit: `bit` if the feature is new on the path, 0 if it was split on above.
-        slot: the split's unit, or the number of units (a spare slot) if neither child
-            is a leaf.
-        start, stride: where the unit's table starts in `table` and its width (how many
-            distinct features its leaves split on); its row `2 * mask + went_left` (mask
-            at the split, 1 if the row goes left) is `table[start + row * stride:]`.
-            Both 0 for a split without a unit.
+        slot: where the split writes its share of its unit's table row: 3 * unit +
+            decision (a unit's row is the sum of its three slots, unused ones stay 0),
+            or a spare slot past them if the split has no unit.
+        mask_mult, step: the split's share of its unit's table row, in table entries, is
+            `(mask * mask_mult + went_left) * step`: mask_mult is 2^decisions at the
+            unit's split and 0 at a leaf pair's split (whose mask its unit does not use),
+            step is the unit's width times 2^decision. Both 0 without a unit.
+    Arrays with one entry per unit:
+        start: where the unit's table starts in `table`.
     Other attributes:
         features: the distinct features of every unit's leaves, in path order, unit
-            after unit.
+            after unit (as many as the unit's width).
         ends: ends[w] is the number of units at most w features wide.
         table: every unit's table, unit after unit (float64).
         levels: the depth of the deepest split plus 2 (rows of the mask scratch).
@@ -288,8 +293,9 @@ class LeafTables:
     bit: np.ndarray
     new_bit: np.ndarray
     slot: np.ndarray
+    mask_mult: np.ndarray
+    step: np.ndarray
     start: np.ndarray
-    stride: np.ndarray
     features: np.ndarray
     ends: np.ndarray
     table: np.ndarray
@@ -299,11 +305,7 @@ class LeafTables:
     @classmethod
     def from_trees(cls, trees: TreeEnsemble, max_bytes: int) -> LeafTables:
         """Tabulate the trees whose tables fit in `max_bytes` together, smallest first."""
-        (
-            s_tree, s_node, s_depth, s_side, s_position, s_new, s_unit,
-            u_tree, u_bits, u_width, u_at, u_position, u_new, u_value, u_has,
-            features, zero, tree_entries,
-        ) = _layout(
+        splits, units, features, conditions, values, zero, tree_entries = _layout(
             trees.roots, trees.left, trees.right, trees.is_leaf, trees.feature, trees.cover,
             trees.mean, trees.max_depth,
         )  # fmt: skip
@@ -312,39 +314,42 @@ class LeafTables:
         tabulated = np.zeros(len(trees.roots), dtype=np.bool_)
         tabulated[order[fits]] = True
 
-        splits = tabulated[s_tree]
+        u_tree, u_bits, u_decisions, u_width, u_at = units.T[:5]
         kept = np.flatnonzero(tabulated[u_tree])
-        units = kept[np.argsort(u_width[kept], kind="stable")]
-        width = u_width[units]
-        # One spare last entry: a split without a unit (-1) gets the spare slot.
-        renumber = np.full(len(u_tree) + 1, len(units), dtype=np.int64)
-        renumber[units] = np.arange(len(units))
-        entries = np.left_shift(1, u_bits[units] + 1) * width
+        kept = kept[np.argsort(u_width[kept], kind="stable")]
+        width, decisions = u_width[kept], u_decisions[kept]
+        entries = np.left_shift(1, u_bits[kept] + decisions) * width
         offset = np.concatenate([[0], np.cumsum(entries)]).astype(np.int64)
         table = np.zeros(int(offset[-1]), dtype=np.float64)
-        _fill_tables(
-            units, u_bits, u_width, u_at, u_position, u_new, u_value, u_has, zero,
-            offset, table,
-        )  # fmt: skip
+        _fill_tables(kept, units, conditions, values, zero, offset, table)
         # Each unit's features, gathered in the new unit order.
         first = np.cumsum(width) - width
-        gather = np.repeat(u_at[units] - first, width) + np.arange(int(width.sum()))
-        slot = renumber[s_unit[splits]]
-        has_unit = slot < len(units)
-        node = s_node[splits]
-        bit = np.left_shift(1, s_position[splits])
-        depth = s_depth[splits]
+        gather = np.repeat(u_at[kept] - first, width) + np.arange(int(width.sum()))
+
+        # Columns as contiguous arrays: the per-row pass streams through them.
+        _, node, depth, side, position, new, unit, decision = np.ascontiguousarray(
+            splits[tabulated[splits[:, 0]]].T
+        )
+        # One spare last entry: a split without a unit (-1) gets the spare number.
+        renumber = np.full(len(units) + 1, len(kept), dtype=np.int64)
+        renumber[kept] = np.arange(len(kept))
+        number = renumber[unit]
+        has_unit = number < len(kept)
+        unit_width = np.append(width, 0)[number]
+        opens = has_unit & (decision == 0)
+        bit = np.left_shift(1, position)
         return cls(
             depth=depth,
-            side=s_side[splits],
+            side=side,
             feature=trees.feature[node],
             threshold=trees.threshold[node],
             default_left=trees.default_left[node],
             bit=bit,
-            new_bit=np.where(s_new[splits], bit, 0),
-            slot=slot,
-            start=np.where(has_unit, np.append(offset[:-1], 0)[slot], 0),
-            stride=np.where(has_unit, np.append(width, 0)[slot], 0),
+            new_bit=np.where(new == 1, bit, 0),
+            slot=np.where(has_unit, 3 * number + decision, 3 * len(kept)),
+            mask_mult=np.where(opens, np.left_shift(1, np.append(decisions, 0)[number]), 0),
+            step=np.where(has_unit, np.left_shift(1, np.maximum(decision, 0)) * unit_width, 0),
+            start=offset[:-1],
             features=features[gather],
             ends=np.searchsorted(width, np.arange(int(width.max(initial=0)) + 1), "right"),
             table=table,
@@ -511,7 +516,8 @@ class TreeShap:
         t = self.tables
         _add_leaf_tables(
             x, t.depth, t.side, t.feature, t.threshold, t.default_left, t.bit, t.new_bit,
-            t.slot, t.start, t.stride, t.features, t.ends, t.table, t.levels, out,
+            t.slot, t.mask_mult, t.step, t.start, t.features, t.ends, t.table,
+            t.levels, out,
         )  # fmt: skip
         p = self.paths
         if p is not None:
@@ -560,48 +566,52 @@ def _layout(
     value: np.ndarray,
     max_depth: int,
 ) -> tuple[np.ndarray, ...]:
-    """Walk every tree depth first and describe its splits and leaf pairs (`LeafTables`).
+    """Walk every tree depth first and describe its splits, units and leaves (`LeafTables`).
 
-    Returns, per split in visiting order: its tree, node, depth, side, the position of its
-    feature on the path below it, whether that feature is new there, and its unit (-1 if
-    none). Per unit: its tree, the bits of the mask at the split, the number of distinct
-    features of its leaves, where those start in the flat `features`, the position of the
-    split feature, whether it is new, the leaf values and whether each child is a leaf
-    (column 1 the left child, 0 the right one). Then the flat `features`, the leaves' zero
-    fractions at every position of the path (`zero`, same columns) and, per tree, the
-    number of table entries it needs (a float, as deep trees need more than 2^63).
+    A split opens a unit when one of its children is a leaf or a leaf pair (a split whose
+    children are both leaves), unless it is a leaf pair below another split itself. Its
+    unit holds those leaves; a leaf is reached from it through the unit's split (decision
+    0) and, below a leaf pair, the pair's split (decision 1 or 2, left pair first).
+
+    Returns:
+        splits, one row per split in visiting order: tree, node, depth, side, position of
+            the split feature on the path below the split, 1 if that feature is new there,
+            unit (-1 if none), decision within the unit.
+        units, one row per unit: tree, mask bits at its split, decisions, width (distinct
+            features of its leaves), where its features start in `features`, its first
+            leaf and its number of leaves.
+        features: every unit's features in path order (first appearance).
+        conditions, one row per leaf: its number of conditions in the unit, then for each
+            (position in the unit, decision, direction that reaches the leaf, 1 = left).
+        values: the leaf values.
+        zero: per leaf and unit position, the leaf's zero fraction, -1 where the feature is
+            not on the leaf's path.
+        tree_entries: per tree, the number of table entries it needs (a float, as deep
+            trees need more than 2^63).
     """
     n_split = 0
     for n in range(len(is_leaf)):
         if not is_leaf[n]:
             n_split += 1
-    span = max(max_depth, 1)
-    s_tree = np.empty(n_split, dtype=np.int64)
-    s_node = np.empty(n_split, dtype=np.int64)
-    s_depth = np.empty(n_split, dtype=np.int64)
-    s_side = np.empty(n_split, dtype=np.int64)
-    s_position = np.empty(n_split, dtype=np.int64)
-    s_new = np.empty(n_split, dtype=np.bool_)
-    s_unit = np.full(n_split, -1, dtype=np.int64)
-    u_tree = np.empty(n_split, dtype=np.int64)
-    u_bits = np.empty(n_split, dtype=np.int64)
-    u_width = np.empty(n_split, dtype=np.int64)
-    u_at = np.empty(n_split, dtype=np.int64)
-    u_position = np.empty(n_split, dtype=np.int64)
-    u_new = np.empty(n_split, dtype=np.bool_)
-    u_value = np.zeros((n_split, 2))
-    u_has = np.zeros((n_split, 2), dtype=np.bool_)
+    n_leaf = len(is_leaf) - n_split
+    span = max_depth + 1
+    splits = np.full((n_split, 8), -1, dtype=np.int64)
+    units = np.zeros((n_split, 7), dtype=np.int64)
     features = np.zeros(n_split * span, dtype=np.int64)
-    zero = np.zeros((n_split * span, 2))
+    conditions = np.zeros((n_leaf, 7), dtype=np.int64)
+    values = np.zeros(n_leaf)
+    zero = np.full((n_leaf, span), -1.0)
     tree_entries = np.zeros(len(roots))
+    absorbed_unit = np.full(len(is_leaf), -1, dtype=np.int64)
+    absorbed_decision = np.zeros(len(is_leaf), dtype=np.int64)
     # The unique path of the node being visited at depth d is row d: distinct features in
     # order of first appearance and their zero fractions. A node's row is built from its
     # parent's when the node is popped, which depth-first order leaves intact until then.
-    path_feature = np.zeros((max_depth + 1, span), dtype=np.int64)
-    path_zero = np.ones((max_depth + 1, span))
-    path_len = np.zeros(max_depth + 1, dtype=np.int64)
-    stack = np.empty((2 * max_depth + 2, 4), dtype=np.int64)
-    s = u = at = 0
+    path_feature = np.zeros((span, span), dtype=np.int64)
+    path_zero = np.ones((span, span))
+    path_len = np.zeros(span, dtype=np.int64)
+    stack = np.empty((2 * span, 4), dtype=np.int64)
+    s = u = at = e = 0
     for t in range(len(roots)):
         stack[0, 0], stack[0, 1], stack[0, 2], stack[0, 3] = roots[t], -1, 0, 0
         top = 1
@@ -615,48 +625,73 @@ def _layout(
                 for k in range(size):
                     path_feature[d, k] = path_feature[d - 1, k]
                     path_zero[d, k] = path_zero[d - 1, k]
-                f = feature[parent]
-                q = size
-                for k in range(size):
-                    if path_feature[d, k] == f:
-                        q = k
-                        break
+                q = _position(path_feature[d], size, feature[parent])
                 if q == size:
-                    path_feature[d, q] = f
+                    path_feature[d, q] = feature[parent]
                     path_zero[d, q] = 1.0
                     size += 1
                 path_len[d] = size
                 path_zero[d, q] *= cover[node] / cover[parent]
             size = path_len[d]
             f = feature[node]
-            q = size
-            for k in range(size):
-                if path_feature[d, k] == f:
-                    q = k
-                    break
+            q = _position(path_feature[d], size, f)
             new = q == size
-            s_tree[s], s_node[s], s_depth[s], s_side[s] = t, node, d, side
-            s_position[s], s_new[s] = q, new
             lc, rc = left[node], right[node]
-            if is_leaf[lc] or is_leaf[rc]:
-                width = size + 1 if new else size
-                s_unit[s] = u
-                u_tree[u], u_bits[u], u_width[u], u_at[u] = t, size, width, at
-                u_position[u], u_new[u] = q, new
+            splits[s, 0], splits[s, 1], splits[s, 2], splits[s, 3] = t, node, d, side
+            splits[s, 4], splits[s, 5] = q, new
+            if absorbed_unit[node] >= 0:
+                splits[s, 6], splits[s, 7] = absorbed_unit[node], absorbed_decision[node]
+            elif (
+                is_leaf[lc]
+                or is_leaf[rc]
+                or _pair(lc, left, right, is_leaf)
+                or _pair(rc, left, right, is_leaf)
+            ):
                 for k in range(size):
                     features[at + k] = path_feature[d, k]
+                width = size
                 if new:
-                    features[at + size] = f
-                for col, child in ((1, lc), (0, rc)):
-                    if not is_leaf[child]:
-                        continue
-                    u_has[u, col] = True
-                    u_value[u, col] = value[child]
-                    for k in range(size):
-                        zero[at + k, col] = path_zero[d, k]
+                    features[at + width] = f
+                    width += 1
+                below = width  # the features on the path of the split's children
+                decisions = 1
+                first = e
+                for col in (1, 0):
+                    child = lc if col == 1 else rc
                     ratio = cover[child] / cover[node]
-                    zero[at + q, col] = ratio if new else zero[at + q, col] * ratio
-                tree_entries[t] += 2.0 ** (size + 1) * width
+                    if is_leaf[child]:
+                        values[e] = value[child]
+                        conditions[e, 0] = 1
+                        conditions[e, 1], conditions[e, 2], conditions[e, 3] = q, 0, col
+                        _leaf_zero(zero[e], path_zero[d], size, below, q, ratio)
+                        e += 1
+                    elif _pair(child, left, right, is_leaf):
+                        j = decisions
+                        decisions += 1
+                        absorbed_unit[child], absorbed_decision[child] = u, j
+                        g_f = feature[child]
+                        g_q = _position(features[at:], width, g_f)
+                        if g_q == width:
+                            features[at + width] = g_f
+                            width += 1
+                        for g_col in (1, 0):
+                            g = left[child] if g_col == 1 else right[child]
+                            values[e] = value[g]
+                            conditions[e, 0] = 2
+                            conditions[e, 1], conditions[e, 2], conditions[e, 3] = q, 0, col
+                            conditions[e, 4], conditions[e, 5] = g_q, j
+                            conditions[e, 6] = g_col
+                            _leaf_zero(zero[e], path_zero[d], size, below, q, ratio)
+                            g_ratio = cover[g] / cover[child]
+                            if g_q >= below:
+                                zero[e, g_q] = g_ratio
+                            else:
+                                zero[e, g_q] *= g_ratio
+                            e += 1
+                units[u, 0], units[u, 1], units[u, 2], units[u, 3] = t, size, decisions, width
+                units[u, 4], units[u, 5], units[u, 6] = at, first, e - first
+                splits[s, 6], splits[s, 7] = u, 0
+                tree_entries[t] += 2.0 ** (size + decisions) * width
                 u += 1
                 at += width
             s += 1
@@ -664,11 +699,39 @@ def _layout(
             stack[top + 1, 0], stack[top + 1, 1] = lc, node
             stack[top + 1, 2], stack[top + 1, 3] = d + 1, 1
             top += 2
-    return (
-        s_tree, s_node, s_depth, s_side, s_position, s_new, s_unit,
-        u_tree[:u], u_bits[:u], u_width[:u], u_at[:u], u_position[:u], u_new[:u],
-        u_value[:u], u_has[:u], features[:at], zero[:at], tree_entries,
-    )  # fmt: skip
+    return (splits, units[:u], features[:at], conditions[:e], values[:e], zero[:e], tree_entries)
+
+
+@numba.njit(nogil=True)
+def _position(path: np.ndarray, size: int, f: int) -> int:
+    """Where feature f sits among the first `size` entries of a path (`size` if absent)."""
+    for k in range(size):
+        if path[k] == f:
+            return k
+    return size
+
+
+@numba.njit(nogil=True)
+def _pair(node: int, left: np.ndarray, right: np.ndarray, is_leaf: np.ndarray) -> bool:
+    """Whether the node is a split whose children are both leaves."""
+    return not is_leaf[node] and is_leaf[left[node]] and is_leaf[right[node]]
+
+
+@numba.njit(nogil=True)
+def _leaf_zero(
+    out: np.ndarray, path: np.ndarray, size: int, below: int, q: int, ratio: float
+) -> None:
+    """The zero fractions of a child of a split: the split's path, then the split itself.
+
+    The split feature (position q, `below` features in all) takes the child's share of
+    the split's cover, times its earlier zero fraction when it was split on above.
+    """
+    for k in range(size):
+        out[k] = path[k]
+    if below > size:
+        out[q] = ratio
+    else:
+        out[q] *= ratio
 
 
 @numba.njit(nogil=True)
@@ -720,42 +783,42 @@ def _leaf_shap(zero: np.ndarray, value: float) -> np.ndarray:
 
 @numba.njit(nogil=True)
 def _fill_tables(
+    kept: np.ndarray,
     units: np.ndarray,
-    u_bits: np.ndarray,
-    u_width: np.ndarray,
-    u_at: np.ndarray,
-    u_position: np.ndarray,
-    u_new: np.ndarray,
-    u_value: np.ndarray,
-    u_has: np.ndarray,
+    conditions: np.ndarray,
+    values: np.ndarray,
     zero: np.ndarray,
     offset: np.ndarray,
     table: np.ndarray,
 ) -> None:
-    """Write the table of each unit `units[j]` from `offset[j]` (zeroed in advance).
+    """Write the table of each unit `kept[j]` (a row of `units`) from `offset[j]`.
 
-    A leaf child's mask follows from the mask m at the split and the row's direction: the
-    split feature joins the mask (if new) when the row goes the leaf's way and leaves it
-    otherwise, since the row then fails one of its conditions.
+    Table row `r = mask << decisions | directions` (bit j of `directions` set when the
+    row goes left at decision j) sums the unit's leaves. A leaf's mask follows from the
+    mask at the unit's split: the features new below the split join it, and each of the
+    leaf's conditions keeps its feature in the mask only if the row goes the leaf's way
+    there, since the row otherwise fails one of the feature's conditions.
     """
-    for j in range(len(units)):
-        u = units[j]
-        bits, width, at = u_bits[u], u_width[u], u_at[u]
-        bit = 1 << u_position[u]
-        new_bit = bit if u_new[u] else 0
-        start = offset[j]
-        for col in range(2):
-            if not u_has[u, col]:
-                continue
-            phi = _leaf_shap(zero[at : at + width, col].copy(), u_value[u, col])
-            for m in range(1 << bits):
-                for went_left in range(2):
-                    b = m | new_bit
-                    if went_left != col:
-                        b &= ~bit
-                    row = start + (2 * m + went_left) * width
-                    for k in range(width):
-                        table[row + k] += phi[b, k]
+    for j in range(len(kept)):
+        u = kept[j]
+        bits, decisions, width = units[u, 1], units[u, 2], units[u, 3]
+        first, count = units[u, 5], units[u, 6]
+        fresh = ((1 << width) - 1) ^ ((1 << bits) - 1)
+        for e in range(first, first + count):
+            positions = np.flatnonzero(zero[e, :width] >= 0.0)
+            phi = _leaf_shap(zero[e][positions], values[e])
+            for r in range(1 << (bits + decisions)):
+                mask = (r >> decisions) | fresh
+                for c in range(conditions[e, 0]):
+                    at, decision, direction = conditions[e, 1 + 3 * c : 4 + 3 * c]
+                    if (r >> decision) & 1 != direction:
+                        mask &= ~(1 << at)
+                b = 0
+                for i in range(len(positions)):
+                    b |= ((mask >> positions[i]) & 1) << i
+                row = offset[j] + r * width
+                for i in range(len(positions)):
+                    table[row + positions[i]] += phi[b, i]
 
 
 @numba.njit(nogil=True)
@@ -769,8 +832,9 @@ def _add_leaf_tables(
     bit: np.ndarray,
     new_bit: np.ndarray,
     slot: np.ndarray,
+    mask_mult: np.ndarray,
+    step: np.ndarray,
     start: np.ndarray,
-    stride: np.ndarray,
     features: np.ndarray,
     ends: np.ndarray,
     table: np.ndarray,
@@ -782,13 +846,14 @@ def _add_leaf_tables(
     First pass, each split once: the mask it was reached with is `masks[depth, side]`,
     written by its parent, and it writes its children's (the child the row follows keeps
     the split feature's bit, the other loses it). The left subtree only writes deeper
-    rows, so the right child's mask is intact when its turn comes. The split records
-    where its unit's table row starts, without a branch (a split without a unit writes
-    to the spare slot). Second pass: each unit adds its row. Only the per-call scratch
-    `masks` and `row_at` is written.
+    rows, so the right child's mask is intact when its turn comes. The split stores its
+    share of its unit's table row in its own slot, without a branch (a split without a
+    unit writes to the spare slot) and without reading it back. Second pass: each unit
+    adds the row its slots add up to. Only the per-call scratch `masks` and `row_at` is
+    written.
     """
     masks = np.zeros((levels, 2), dtype=np.int64)
-    row_at = np.zeros(ends[-1] + 1, dtype=np.int64)
+    row_at = np.zeros(3 * ends[-1] + 1, dtype=np.int64)
     for i in range(x.shape[0]):
         row = x[i]
         phi = out[i]
@@ -800,11 +865,13 @@ def _add_leaf_tables(
             kept = m | new_bit[s]
             masks[d + 1, went_left] = kept
             masks[d + 1, 1 - went_left] = kept & ~bit[s]
-            row_at[slot[s]] = start[s] + (2 * m + went_left) * stride[s]
+            # went_left is added before multiplying: a product of went_left alone would be
+            # compiled to a branch, mispredicted about every other split.
+            row_at[slot[s]] = (m * mask_mult[s] + went_left) * step[s]
         u = at = 0
         for w in range(len(ends)):
             while u < ends[w]:
-                r = row_at[u]
+                r = start[u] + row_at[3 * u] + row_at[3 * u + 1] + row_at[3 * u + 2]
                 for k in range(w):
                     phi[features[at + k]] += table[r + k]
                 at += w
