@@ -11,9 +11,9 @@ threshold, default direction for missing values, cover (`sum_hessian`) and mean 
 * `TreeShap`: exact SHAP values of the tree-path-dependent value function of Lundberg et
   al. ("Consistent Individualized Feature Attribution for Tree Ensembles"), the numbers
   xgboost computes for `pred_contribs=True`. Most of the work is done once, when the
-  model loads (`LeafTables`, the idea of FastTreeSHAP v2, Yang 2021), so that a row
-  costs under 100 µs for 200 depth-6 trees over 27 features, against a few hundred for
-  Algorithm 2 of the paper.
+  model loads (`LeafTables`, the idea of FastTreeSHAP v2, Yang 2021): for 200 depth-6
+  trees over 27 features, about 5 MiB of tables built in some 15 ms, and then about 60 µs
+  per row, against about 300 µs for Algorithm 2 of the paper.
 
 Why a table per leaf is enough. The path-dependent value of a feature set S is the
 model's expected margin when only the features in S are known: a split on a feature in S
@@ -360,7 +360,7 @@ class LeafTables:
 
 @dataclass(frozen=True)
 class UniquePaths:
-    """The row-independent half of TreeSHAP (Algorithm 2) for every tree, walked in advance.
+    """The row-independent half of TreeSHAP (Algorithm 2) for the given trees, walked once.
 
     Algorithm 2 walks each tree depth first and keeps, for the node it is at, the "unique
     path": the distinct features split on above it, each with the share of training cover
