@@ -305,10 +305,26 @@ class LeafTables:
     @classmethod
     def from_trees(cls, trees: TreeEnsemble, max_bytes: int) -> LeafTables:
         """Tabulate the trees whose tables fit in `max_bytes` together, smallest first."""
-        splits, units, features, conditions, values, zero, tree_entries = _layout(
+        # Compiled code fills arrays allocated here and returns nothing: numba boxes an
+        # array it allocated itself by unpickling its class, and the service never unpickles.
+        n_split = int((~trees.is_leaf).sum())
+        n_leaf = len(trees.is_leaf) - n_split
+        span = trees.max_depth + 1
+        splits = np.full((n_split, 8), -1, dtype=np.int64)
+        units = np.zeros((n_split, 7), dtype=np.int64)
+        features = np.zeros(n_split * span, dtype=np.int64)
+        conditions = np.zeros((n_leaf, 7), dtype=np.int64)
+        values = np.zeros(n_leaf)
+        zero = np.full((n_leaf, span), -1.0)
+        tree_entries = np.zeros(len(trees.roots))
+        counts = np.zeros(3, dtype=np.int64)
+        _layout(
             trees.roots, trees.left, trees.right, trees.is_leaf, trees.feature, trees.cover,
-            trees.mean, trees.max_depth,
+            trees.mean, splits, units, features, conditions, values, zero, tree_entries, counts,
         )  # fmt: skip
+        n_units, n_features, n_leaves = counts.tolist()
+        units, features = units[:n_units], features[:n_features]
+        conditions, values, zero = conditions[:n_leaves], values[:n_leaves], zero[:n_leaves]
         order = np.argsort(tree_entries, kind="stable")
         fits = np.cumsum(tree_entries[order]) * 8.0 <= max_bytes
         tabulated = np.zeros(len(trees.roots), dtype=np.bool_)
@@ -564,8 +580,15 @@ def _layout(
     feature: np.ndarray,
     cover: np.ndarray,
     value: np.ndarray,
-    max_depth: int,
-) -> tuple[np.ndarray, ...]:
+    splits: np.ndarray,
+    units: np.ndarray,
+    features: np.ndarray,
+    conditions: np.ndarray,
+    values: np.ndarray,
+    zero: np.ndarray,
+    tree_entries: np.ndarray,
+    counts: np.ndarray,
+) -> None:
     """Walk every tree depth first and describe its splits, units and leaves (`LeafTables`).
 
     A split opens a unit when one of its children is a leaf or a leaf pair (a split whose
@@ -573,7 +596,7 @@ def _layout(
     unit holds those leaves; a leaf is reached from it through the unit's split (decision
     0) and, below a leaf pair, the pair's split (decision 1 or 2, left pair first).
 
-    Returns:
+    Fills, sized for the worst case by the caller (`splits` preset to -1, `zero` to -1.0):
         splits, one row per split in visiting order: tree, node, depth, side, position of
             the split feature on the path below the split, 1 if that feature is new there,
             unit (-1 if none), decision within the unit.
@@ -588,20 +611,9 @@ def _layout(
             not on the leaf's path.
         tree_entries: per tree, the number of table entries it needs (a float, as deep
             trees need more than 2^63).
+        counts: how many units, entries of `features` and leaves were written.
     """
-    n_split = 0
-    for n in range(len(is_leaf)):
-        if not is_leaf[n]:
-            n_split += 1
-    n_leaf = len(is_leaf) - n_split
-    span = max_depth + 1
-    splits = np.full((n_split, 8), -1, dtype=np.int64)
-    units = np.zeros((n_split, 7), dtype=np.int64)
-    features = np.zeros(n_split * span, dtype=np.int64)
-    conditions = np.zeros((n_leaf, 7), dtype=np.int64)
-    values = np.zeros(n_leaf)
-    zero = np.full((n_leaf, span), -1.0)
-    tree_entries = np.zeros(len(roots))
+    span = zero.shape[1]
     absorbed_unit = np.full(len(is_leaf), -1, dtype=np.int64)
     absorbed_decision = np.zeros(len(is_leaf), dtype=np.int64)
     # The unique path of the node being visited at depth d is row d: distinct features in
@@ -699,7 +711,7 @@ def _layout(
             stack[top + 1, 0], stack[top + 1, 1] = lc, node
             stack[top + 1, 2], stack[top + 1, 3] = d + 1, 1
             top += 2
-    return (splits, units[:u], features[:at], conditions[:e], values[:e], zero[:e], tree_entries)
+    counts[0], counts[1], counts[2] = u, at, e
 
 
 @numba.njit(nogil=True)

@@ -9,8 +9,12 @@ memory, and both at once when only some trees fit.
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import textwrap
 from concurrent.futures import ThreadPoolExecutor
 from functools import cache
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -165,3 +169,41 @@ def test_tree_shap_refuses_rows_of_the_wrong_width() -> None:
     booster, x = _synthetic(6, 200)
     with pytest.raises(ValueError, match="12 features"):
         TreeShap(booster).contributions(x[:, :-1])
+
+
+def test_explainers_never_unpickle() -> None:
+    """Numba unpickles the class of an array it allocates and hands to Python; none may.
+
+    A fresh process (nothing compiled or memoized yet) builds and uses both explainers,
+    tables and walker, with every unpickler refusing.
+    """
+    probe = textwrap.dedent(
+        """
+        import pickle, _pickle
+        import numpy as np, xgboost as xgb
+
+        rng = np.random.default_rng(0)
+        x = rng.normal(size=(500, 4)).astype(np.float32)
+        booster = xgb.train(
+            {"max_depth": 3, "objective": "binary:logistic", "nthread": 1},
+            xgb.DMatrix(x, (x[:, 0] > 0).astype(np.float32)),
+            5,
+        )
+
+        def refuse(*args, **kwargs):
+            raise RuntimeError("unpickling on the explain path")
+
+        for module in (pickle, _pickle):
+            module.load = module.loads = module.Unpickler = refuse
+        from serving.attribution import PathAttribution, TreeShap
+
+        for explainer in (TreeShap(booster), TreeShap(booster, max_table_bytes=0)):
+            explainer.contributions(x[:3])
+        PathAttribution(booster).contributions(x[:3])
+        """
+    )
+    repo = Path(__file__).resolve().parents[2]
+    done = subprocess.run(
+        [sys.executable, "-c", probe], cwd=repo, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
