@@ -10,18 +10,25 @@
 2. Explains `--rows` payments one at a time, as `POST /predict/explain` does, with each
    method in turn, block by block (`--rounds` blocks, the order rotating every block, so
    each method runs warm and a busy neighbour hurts every method alike):
-   * `treeshap_numba`: `serving.attribution.TreeShap` (what the service runs);
+   * `treeshap_tables`: `serving.attribution.TreeShap` (what the service runs): leaf
+     tables built at load, read per row (`--max-table-mib` bounds their memory);
+   * `treeshap_walker`: the same class with no table memory, so every tree is walked
+     with Algorithm 2 (the service's previous exact path, and the fallback for trees
+     whose tables exceed the bound);
    * `xgboost_pred_contribs`: a one-row DMatrix and `booster.predict(pred_contribs=True)`,
-     one thread (the service's previous exact path);
+     one thread (the service's exact path before the compiled walker);
    * `shap_tree_explainer`: `shap.TreeExplainer(booster).shap_values(row)` with the
      additivity check off, if shap imports;
    * `saabas_numba`: `serving.attribution.PathAttribution` (the fast reason codes).
-3. Checks that TreeSHAP equals xgboost's contributions on those rows.
+3. Measures how far both TreeSHAP paths are from xgboost's contributions on those rows.
 
-Prints its command line, one line per method, then the figures as one JSON object on the
-last line: per method the p50 and p99 wall time per row in microseconds and the p50 CPU
-time of the calling thread (less sensitive to other processes on a shared machine), plus
-the model's size, the largest difference to xgboost and the load average before and after.
+Prints its command line, one line per method, the tables' build time and memory, then the
+figures as one JSON object on the last line: per method the p50 and p99 wall time per row
+in microseconds and the p50 CPU time of the calling thread (less sensitive to other
+processes on a shared machine), plus the model's size, the tables' build time (the first
+build includes numba's compilation, the second is what a champion swap costs) and memory,
+how many trees were walked instead, the largest difference to xgboost of each TreeSHAP
+path and the load average before and after.
 """
 
 import argparse
@@ -43,7 +50,7 @@ from fraud_assets.core.ingest import DatasetConfig, ingest_frame
 from fraud_assets.core.schema import sort_canonical
 from fraud_assets.core.synthetic import SyntheticConfig, generate
 from fraud_assets.core.training import DEFAULT_PARAMS
-from serving.attribution import PathAttribution, TreeEnsemble, TreeShap
+from serving.attribution import DEFAULT_MAX_TABLE_BYTES, PathAttribution, TreeEnsemble, TreeShap
 
 
 def platform_features(transactions: int, days: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -118,6 +125,10 @@ def main() -> int:
     parser.add_argument("--days", type=int, default=20)
     parser.add_argument("--seed", type=int, default=11)
     parser.add_argument("--model", type=Path, help="an xgboost model file to load instead")
+    parser.add_argument(
+        "--max-table-mib", type=float, default=DEFAULT_MAX_TABLE_BYTES / 2**20,
+        help="memory bound of the TreeSHAP leaf tables",
+    )  # fmt: skip
     args = parser.parse_args()
     command = " ".join([Path(sys.executable).name, *sys.argv])
     print(command, flush=True)
@@ -140,21 +151,34 @@ def main() -> int:
     rng = np.random.default_rng(args.seed)
     rows = x[rng.choice(len(x), size=args.rows, replace=False)]
 
+    max_table_bytes = int(args.max_table_mib * 2**20)
     t0 = time.perf_counter()
-    shap_numba = TreeShap(trees)
+    shap_tables = TreeShap(trees, max_table_bytes=max_table_bytes)
+    first_build = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    shap_tables = TreeShap(trees, max_table_bytes=max_table_bytes)
+    build = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    shap_walker = TreeShap(trees, max_table_bytes=0)
     prepared = time.perf_counter() - t0
     saabas = PathAttribution(trees)
     t0 = time.perf_counter()
-    shap_numba.contributions(rows[:1])
+    shap_tables.contributions(rows[:1])
+    shap_walker.contributions(rows[:1])
     saabas.contributions(rows[:1])
     compiled = time.perf_counter() - t0
+    print(
+        f"leaf tables: {shap_tables.table_bytes / 2**20:.1f} MiB, built in {build * 1e3:.0f} ms "
+        f"({first_build:.1f} s with compilation), {shap_tables.walked_trees} trees walked"
+    )
 
     def pred_contribs(one: np.ndarray) -> np.ndarray:
         matrix = xgb.DMatrix(one, nthread=1)
         return booster.predict(matrix, pred_contribs=True, validate_features=False)
 
     methods: dict[str, Callable[[np.ndarray], Any]] = {
-        "treeshap_numba": shap_numba.contributions,
+        "treeshap_tables": shap_tables.contributions,
+        "treeshap_walker": shap_walker.contributions,
         "xgboost_pred_contribs": pred_contribs,
     }
     try:
@@ -176,8 +200,14 @@ def main() -> int:
             method(row[None, :])
 
     figures = time_rows(methods, rows, args.rounds)
-    ours, bias = shap_numba.contributions(rows)
     reference = pred_contribs(rows)
+
+    def max_abs_diff(explainer: TreeShap) -> float:
+        contrib, bias = explainer.contributions(rows)
+        return float(
+            max(np.abs(contrib - reference[:, :-1]).max(), np.abs(bias - reference[:, -1]).max())
+        )
+
     for name, stats in figures.items():
         print(
             f"{name:22s} p50 {stats['p50_us']:9.1f} µs  p99 {stats['p99_us']:9.1f} µs  "
@@ -190,10 +220,16 @@ def main() -> int:
         "leaves": int(trees.is_leaf.sum()),
         "features": trees.n_features,
         "rows": args.rows,
-        "max_abs_diff_vs_xgboost": float(
-            max(np.abs(ours - reference[:, :-1]).max(), np.abs(bias - reference[:, -1]).max())
-        ),
-        "treeshap_prepare_s": round(prepared, 3),
+        "max_abs_diff_vs_xgboost": {
+            "treeshap_tables": max_abs_diff(shap_tables),
+            "treeshap_walker": max_abs_diff(shap_walker),
+        },
+        "table_build_s": round(build, 3),
+        "table_first_build_s": round(first_build, 2),
+        "table_mib": round(shap_tables.table_bytes / 2**20, 2),
+        "max_table_mib": args.max_table_mib,
+        "walked_trees": shap_tables.walked_trees,
+        "walker_prepare_s": round(prepared, 3),
         "numba_compile_s": round(compiled, 2),
         "loadavg_before": [round(v, 2) for v in load_before],
         "loadavg_after": [round(v, 2) for v in os.getloadavg()],
