@@ -572,7 +572,8 @@ class ScoringEngine:
         contrib, base = model.explainer.contributions(x, scores, exact=True)
         score = float(scores[0])
         order = np.argsort(-np.abs(contrib[0]), kind="stable")
-        return Explanation(
+        names = model.spec.features
+        return Explanation.model_construct(
             transaction_id=txn.transaction_id,
             model_version=model.version,
             fraud_score=score,
@@ -580,12 +581,13 @@ class ScoringEngine:
             logit=float(base[0] + contrib[0].sum()),
             base_value=float(base[0]),
             contributions=[
-                FeatureContribution(
-                    feature=model.spec.features[j],
-                    value=float(features[j]),
-                    contribution=float(contrib[0, j]),
+                FeatureContribution.model_construct(feature=names[j], value=v, contribution=c)
+                for j, v, c in zip(
+                    order.tolist(),
+                    features[order].tolist(),
+                    contrib[0, order].tolist(),
+                    strict=True,
                 )
-                for j in order
             ],
             from_history=stored is not None,
         )
