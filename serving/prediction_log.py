@@ -468,21 +468,27 @@ HEADER_LEN = len(HEADER_PREFIX) + 21  # 20 digits and a newline
 READ_BYTES = 4 << 20
 
 
-def _encode_line(row: dict[str, Any]) -> bytes:
-    """`row` as a JSON line, its `features` inlined as an object; afterwards `row["features"]`
-    holds the features' JSON text, as the database stores it."""
-    features = row["features"]
-    text = features.encode() if isinstance(features, str) else _encoder.encode(features)
-    row["features"] = msgspec.Raw(text)
+def _features_json(features: Any) -> bytes:
+    return features.encode() if isinstance(features, str) else _encoder.encode(features)
+
+
+def _encode_lines(rows: list[dict[str, Any]]) -> bytes:
+    """`rows` as JSON lines, each row's `features` inlined as an object; afterwards each
+    `row["features"]` holds the features' JSON text, as the database stores it. One
+    `encode_lines` call for all the rows: a line is the same as one `encode` of the row."""
+    texts = [_features_json(row["features"]) for row in rows]
+    for row, text in zip(rows, texts, strict=True):
+        row["features"] = msgspec.Raw(text)
     try:
-        return _encoder.encode(row) + b"\n"
+        return _encoder.encode_lines(rows)
     finally:
-        row["features"] = text.decode()
+        for row, text in zip(rows, texts, strict=True):
+            row["features"] = text.decode()
 
 
 def encode_row(row: dict[str, Any]) -> bytes:
     """One row as a JSON line: datetimes in ISO 8601, features inlined as an object."""
-    return _encode_line(dict(row))
+    return _encode_lines([dict(row)])
 
 
 def decode_row(line: bytes) -> dict[str, Any]:
@@ -869,7 +875,7 @@ class PredictionLog:
         """
         if not rows:
             return
-        data = b"".join([_encode_line(row) for row in rows])
+        data = _encode_lines(rows)
         self.journal.append(rows, data)
         if self.journal.cached >= self.max_backlog:
             self._set_aside()
