@@ -49,7 +49,13 @@ from typing import Any
 import sqlalchemy as sa
 
 from fraud_pipelines.process import free_port
-from serving.prediction_log import PredictionLog, RowInserter, inserter_for, make_engine
+from serving.prediction_log import (
+    PredictionLog,
+    RowInserter,
+    inserter_for,
+    make_engine,
+    metadata,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 FEATURES = (
@@ -153,6 +159,7 @@ def prefill(url: str, count: int, rng: random.Random) -> None:
     """Store `count` rows with the fast inserter, in batches of 10,000."""
     engine = make_engine(url)
     try:
+        metadata.create_all(engine)
         inserter = inserter_for(engine.dialect)
         for start in range(0, count, 10_000):
             rows = make_rows(min(10_000, count - start), rng)

@@ -273,8 +273,9 @@ class RowInserter:
 
 class SqliteInserter(RowInserter):
     """The same compiled statement, run by the driver's `executemany` with parameter tuples
-    built a column at a time: ~1.5 µs of Python a row, where SQLAlchemy's per-row parameter
-    processing costs 6-10 µs; what remains of the writer's CPU is SQLite's own work. The
+    built a column at a time: ~2.5 µs of Python a row on top of SQLite's own work, where
+    SQLAlchemy's per-row parameter processing adds ~9 (SQLite's share grows with the table:
+    ~6 µs a row on an empty one, ~28 at 300,000 rows, for its random-key indexes). The
     values are converted as SQLAlchemy's processors convert them (DateTime to its text
     format, Boolean to 0/1, Float through float()), so the stored rows are the same.
 
@@ -320,9 +321,9 @@ class NotCopyableError(Exception):
 class PostgresInserter(RowInserter):
     """COPY of the batch into a session's temporary table, then one
     INSERT ... SELECT ... ON CONFLICT (prediction_id) DO NOTHING into prediction_log. Per
-    row, measured: ~5 µs of client CPU against ~22 for psycopg2's `execute_values` (it
-    renders each row with `mogrify`) and ~42 for SQLAlchemy's statement, and a third of the
-    latter's server CPU.
+    row, measured: ~5.5 µs of client CPU against ~22 for psycopg2's `execute_values` (it
+    renders each row with `mogrify`) and 40-55 for SQLAlchemy's statement, and about a
+    quarter of the latter's server CPU.
 
     COPY reads each value from its text, so a column is copied only when its values are of
     the types whose `str()` PostgreSQL parses to what psycopg2's literal would give: str for
