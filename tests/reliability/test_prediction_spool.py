@@ -19,6 +19,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 import sqlalchemy as sa
 from pg_server import Postgres
@@ -114,6 +115,23 @@ def test_spool_lines_round_trip() -> None:
     assert {k: v for k, v in back.items() if k != "features"} == {
         k: v for k, v in row.items() if k != "features"
     }
+
+
+def test_journal_lines_are_each_rows_json(tmp_path: Path) -> None:
+    """log() and log_many() journal each row as msgspec's JSON of the row as given, features
+    inlined as an object: the format every earlier version wrote and replays."""
+    url = f"sqlite:///{tmp_path / 'log.db'}"
+    log = PredictionLog(url, spool_dir=tmp_path / "spool", flush_interval_s=3600)
+    rows = [make_row(i, "lines") for i in range(5)]
+    expected = b"".join(msgspec.json.encode(row) + b"\n" for row in rows)
+    log.log(dict(rows[0]))
+    log.log_many([dict(row) for row in rows[1:]])
+    journal = log.journal.paths[0].read_bytes()
+    log.close()
+    assert journal.split(b"\n", 1)[1] == expected
+    assert [json.loads(decode_row(line)["features"]) for line in expected.splitlines()] == [
+        row["features"] for row in rows
+    ]
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
