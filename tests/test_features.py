@@ -70,6 +70,24 @@ def test_window_aggregates_bound_at_group_start() -> None:
     assert sums["w"].tolist() == [0, 1, 0, 3]
 
 
+def test_window_aggregates_of_several_columns_equal_each_alone() -> None:
+    """The live batch path sums several columns in one call: each must add up bit for bit
+    as it would alone, or batch and one-by-one features drift apart."""
+    rng = np.random.default_rng(5)
+    n = 500
+    ts = np.sort(rng.integers(0, 3 * 86_400_000, n)).astype(np.int64)
+    group_start = np.repeat(np.arange(0, n, 50), 50)
+    ts = np.sort(ts.reshape(-1, 50), axis=1).ravel()
+    values = rng.gamma(2.0, 40.0, (n, 3))
+    windows = {"1h": 3_600_000, "24h": 86_400_000, "all": 10**12}
+    counts, sums = window_aggregates(ts, values, group_start, windows)
+    for k in range(values.shape[1]):
+        alone_counts, alone_sums = window_aggregates(ts, values[:, k].copy(), group_start, windows)
+        for name in windows:
+            np.testing.assert_array_equal(counts[name], alone_counts[name])
+            np.testing.assert_array_equal(sums[name][:, k], alone_sums[name])
+
+
 def test_features_never_see_later_transactions(history: pd.DataFrame) -> None:
     """Computing on a prefix of history must give the same row: nothing after it matters."""
     spec = build_feature_spec(history, FeatureConfig())

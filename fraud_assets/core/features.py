@@ -257,25 +257,28 @@ def window_aggregates(
 
     Rows are sorted by group, then in canonical time order; `group_start[i]` is the
     index of the first row of row i's group. Row j counts for row i when
-    `group_start[i] <= j < i` and `ts[j] >= ts[i] - window`.
+    `group_start[i] <= j < i` and `ts[j] >= ts[i] - window`. `values` is one value a row
+    (n,) or several (n, k), summed column by column (each column exactly as alone).
     """
     n = len(ts)
     idx = np.arange(n)
-    csum = np.concatenate(([0.0], np.cumsum(values, dtype=np.float64)))
+    # ufunc methods rather than np.cumsum / np.searchsorted: the same maths, and on a live
+    # transaction the wrappers cost more than the work.
+    running = np.add.accumulate(values, axis=0, dtype=np.float64)
+    csum = np.concatenate((np.zeros((1, *running.shape[1:])), running))
     # Each group's times are offset into a disjoint band so one searchsorted serves all groups.
     changes = (group_start[1:] != group_start[:-1]).astype(np.int64)
-    group_id = np.cumsum(np.concatenate(([0], changes))) if n else idx
+    group_id = np.add.accumulate(np.concatenate(([0], changes))) if n else idx
     base = ts.min() if n else 0
     span = (int(ts.max() - base) if n else 0) + max(windows.values()) + 1
     keys = group_id.astype(np.int64) * span + (ts - base)
-    counts: dict[str, np.ndarray] = {}
-    sums: dict[str, np.ndarray] = {}
-    for name, width in windows.items():
-        lo = np.maximum(np.searchsorted(keys, keys - width, side="left"), group_start)
-        lo = np.minimum(lo, idx)
-        counts[name] = (idx - lo).astype(np.float64)
-        sums[name] = csum[idx] - csum[lo]
-    return counts, sums
+    # All windows in one search: row w of `lo` is the first row inside window w.
+    widths = np.array(list(windows.values()), dtype=np.int64)[:, np.newaxis]
+    lo = np.maximum(keys.searchsorted(keys - widths, side="left"), group_start)
+    lo = np.minimum(lo, idx)
+    all_counts = (idx - lo).astype(np.float64)
+    all_sums = csum[:-1] - csum[lo]
+    return dict(zip(windows, all_counts, strict=True)), dict(zip(windows, all_sums, strict=True))
 
 
 def zscore_from_moments(
