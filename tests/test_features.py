@@ -10,6 +10,7 @@ from fraud_assets.core.features import (
     UserHistory,
     build_feature_spec,
     compute_features,
+    encode_categories,
     online_features,
     window_aggregates,
 )
@@ -179,3 +180,18 @@ def test_online_features_equal_offline_for_a_replayed_user(history: pd.DataFrame
         devices.add(txn["device_id"])
         merchants.add(txn["merchant_id"])
         countries.add(txn["country"])
+
+
+@pytest.mark.parametrize("size", [0, 1, 16, 17, 3000])
+def test_encode_categories_matches_a_categorical(size: int) -> None:
+    """Lists, arrays and Series of any size map like `pd.Categorical` of their strings, so
+    the offline and live paths agree: unseen values, None, NaN and numbers included."""
+    rng = np.random.default_rng(size)
+    vocab = ("", "1", "DE", "None", "US", "nan")
+    pool = np.array(["DE", "US", "", "XX", None, np.nan, 1, "1", 2.5, "nan"], dtype=object)
+    values = pool[rng.integers(0, len(pool), size)]
+    want = pd.Categorical(pd.Series(values, dtype="object").astype(str), categories=list(vocab))
+    for given in (values.tolist(), values, pd.Series(values, dtype="object")):
+        got = encode_categories(given, vocab)
+        assert got.dtype == np.float64
+        np.testing.assert_array_equal(got, want.codes.astype(np.float64))

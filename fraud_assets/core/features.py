@@ -23,6 +23,7 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
+from itertools import repeat
 
 import numpy as np
 import pandas as pd
@@ -407,13 +408,28 @@ def _vocab_index(vocab: tuple[str, ...]) -> dict[str, int]:
 
 
 def encode_categories(values: Sequence[str] | pd.Series, vocab: Sequence[str]) -> np.ndarray:
-    """Index of each value in the vocabulary, -1 for a value unseen in training."""
-    if len(values) <= 16:
-        # A live transaction: a dict lookup, where building a Categorical costs ~1 ms.
-        index = _vocab_index(tuple(vocab))
-        return np.array([index.get(str(v), -1) for v in values], dtype=np.float64)
-    cat = pd.Categorical(pd.Series(values, dtype="object").astype(str), categories=list(vocab))
-    return cat.codes.astype(np.float64)
+    """Index of each value in the vocabulary, -1 for a value unseen in training.
+
+    A value is looked up as its string (`str(value)`, as `astype(str)` makes it), so None,
+    NaN and numbers find their training spelling.
+    """
+    if isinstance(values, pd.Series):
+        if len(values) > 16:
+            # A whole history (offline): on a long Series a Categorical is as fast as a dict
+            # lookup a row, and the offline path stays as it was.
+            cat = pd.Categorical(
+                pd.Series(values, dtype="object").astype(str), categories=list(vocab)
+            )
+            return cat.codes.astype(np.float64)
+        values = values.tolist()
+    # Live transactions come as lists: a dict lookup a value costs far less than building
+    # a Series and a Categorical (~1 ms at 1,000 values, ~150 us at one).
+    index = _vocab_index(tuple(vocab))
+    codes = list(map(index.get, values, repeat(-1)))
+    if -1 in codes:
+        # Only a value that is not a string can still match through str(): look again.
+        codes = [index.get(str(v), -1) if c < 0 else c for c, v in zip(codes, values, strict=True)]
+    return np.array(codes, dtype=np.float64)
 
 
 @lru_cache(maxsize=64)
