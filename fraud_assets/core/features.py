@@ -273,13 +273,15 @@ def window_aggregates(
     base = ts.min() if n else 0
     span = (int(ts.max() - base) if n else 0) + max(windows.values()) + 1
     keys = group_id.astype(np.int64) * span + (ts - base)
-    # All windows in one search: row w of `lo` is the first row inside window w.
-    widths = np.array(list(windows.values()), dtype=np.int64)[:, np.newaxis]
-    lo = np.maximum(keys.searchsorted(keys - widths, side="left"), group_start)
-    lo = np.minimum(lo, idx)
-    all_counts = (idx - lo).astype(np.float64)
-    all_sums = csum[:-1] - csum[lo]
-    return dict(zip(windows, all_counts, strict=True)), dict(zip(windows, all_sums, strict=True))
+    upto = csum[:-1]
+    counts: dict[str, np.ndarray] = {}
+    sums: dict[str, np.ndarray] = {}
+    for name, width in windows.items():
+        lo = np.maximum(keys.searchsorted(keys - width, side="left"), group_start)
+        lo = np.minimum(lo, idx)
+        counts[name] = (idx - lo).astype(np.float64)
+        sums[name] = upto - csum[lo]
+    return counts, sums
 
 
 def zscore_from_moments(
