@@ -10,6 +10,7 @@ from fraud_assets.core.features import (
     UserHistory,
     build_feature_spec,
     compute_features,
+    encode_categories,
     online_features,
     window_aggregates,
 )
@@ -68,6 +69,24 @@ def test_window_aggregates_bound_at_group_start() -> None:
     counts, sums = window_aggregates(ts, np.array([1.0, 2.0, 3.0, 4.0]), group_start, {"w": 100})
     assert counts["w"].tolist() == [0, 1, 0, 1]
     assert sums["w"].tolist() == [0, 1, 0, 3]
+
+
+def test_window_aggregates_of_several_columns_equal_each_alone() -> None:
+    """The live batch path sums several columns in one call: each must add up bit for bit
+    as it would alone, or batch and one-by-one features drift apart."""
+    rng = np.random.default_rng(5)
+    n = 500
+    ts = np.sort(rng.integers(0, 3 * 86_400_000, n)).astype(np.int64)
+    group_start = np.repeat(np.arange(0, n, 50), 50)
+    ts = np.sort(ts.reshape(-1, 50), axis=1).ravel()
+    values = rng.gamma(2.0, 40.0, (n, 3))
+    windows = {"1h": 3_600_000, "24h": 86_400_000, "all": 10**12}
+    counts, sums = window_aggregates(ts, values, group_start, windows)
+    for k in range(values.shape[1]):
+        alone_counts, alone_sums = window_aggregates(ts, values[:, k].copy(), group_start, windows)
+        for name in windows:
+            np.testing.assert_array_equal(counts[name], alone_counts[name])
+            np.testing.assert_array_equal(sums[name][:, k], alone_sums[name])
 
 
 def test_features_never_see_later_transactions(history: pd.DataFrame) -> None:
@@ -161,3 +180,18 @@ def test_online_features_equal_offline_for_a_replayed_user(history: pd.DataFrame
         devices.add(txn["device_id"])
         merchants.add(txn["merchant_id"])
         countries.add(txn["country"])
+
+
+@pytest.mark.parametrize("size", [0, 1, 16, 17, 3000])
+def test_encode_categories_matches_a_categorical(size: int) -> None:
+    """Lists, arrays and Series of any size map like `pd.Categorical` of their strings, so
+    the offline and live paths agree: unseen values, None, NaN and numbers included."""
+    rng = np.random.default_rng(size)
+    vocab = ("", "1", "DE", "None", "US", "nan")
+    pool = np.array(["DE", "US", "", "XX", None, np.nan, 1, "1", 2.5, "nan"], dtype=object)
+    values = pool[rng.integers(0, len(pool), size)]
+    want = pd.Categorical(pd.Series(values, dtype="object").astype(str), categories=list(vocab))
+    for given in (values.tolist(), values, pd.Series(values, dtype="object")):
+        got = encode_categories(given, vocab)
+        assert got.dtype == np.float64
+        np.testing.assert_array_equal(got, want.codes.astype(np.float64))
