@@ -295,7 +295,7 @@ class ScoringEngine:
         top_contrib = contrib[rows, top].tolist()
         return [
             [
-                ReasonCode.model_construct(feature=names[j], value=v, contribution=c)
+                ReasonCode.trusted(feature=names[j], value=v, contribution=c)
                 for j, v, c in zip(top[i].tolist(), top_values[i], top_contrib[i], strict=True)
                 if c > 0
             ]
@@ -428,7 +428,7 @@ class ScoringEngine:
             request.transactions, [api_key] * n, [started] * n, "predict_batch"
         )
         self.metrics.scoring_seconds.labels("predict_batch").observe(time.perf_counter() - started)
-        return BatchResponse.model_construct(results=results)
+        return BatchResponse.trusted(results=results)
 
     def predict_many(
         self,
@@ -496,7 +496,7 @@ class ScoringEngine:
             ids = new_prediction_ids(len(rows))
             score_list = scores.tolist()
             scored = [
-                FraudScore.model_construct(
+                FraudScore.trusted(
                     prediction_id=ids[k],
                     transaction_id=stxns[i].transaction_id,
                     fraud_score=score_list[k],
@@ -586,7 +586,7 @@ class ScoringEngine:
         score = float(scores[0])
         order = np.argsort(-np.abs(contrib[0]), kind="stable")
         names = model.spec.features
-        return Explanation.model_construct(
+        return Explanation.trusted(
             transaction_id=txn.transaction_id,
             model_version=model.version,
             fraud_score=score,
@@ -594,7 +594,7 @@ class ScoringEngine:
             logit=float(base[0] + contrib[0].sum()),
             base_value=float(base[0]),
             contributions=[
-                FeatureContribution.model_construct(feature=names[j], value=v, contribution=c)
+                FeatureContribution.trusted(feature=names[j], value=v, contribution=c)
                 for j, v, c in zip(
                     order.tolist(),
                     features[order].tolist(),

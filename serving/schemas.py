@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal, Self
 from uuid import UUID
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
@@ -79,6 +79,22 @@ class ApiModel(BaseModel):
     """Base of every request and response body."""
 
     model_config = ConfigDict(json_schema_extra=_openapi_examples)
+
+    @classmethod
+    def trusted(cls, **values: Any) -> Self:
+        """An instance from values the service computed itself, every field given.
+
+        Responses are built from the engine's own numbers, which need no validation;
+        pydantic's `model_construct` still costs ~4.5 µs an object (a batch of 1,000
+        payments builds 4,000), this ~0.5 µs. The instance is the same as a validated one
+        (tests/serving/test_schemas.py checks it field by field and in JSON).
+        """
+        obj = cls.__new__(cls)
+        object.__setattr__(obj, "__dict__", values)
+        object.__setattr__(obj, "__pydantic_fields_set__", set(values))
+        object.__setattr__(obj, "__pydantic_extra__", None)
+        object.__setattr__(obj, "__pydantic_private__", None)
+        return obj
 
 
 EXAMPLE_TRANSACTION: dict[str, Any] = {
