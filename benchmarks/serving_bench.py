@@ -93,7 +93,9 @@ function request()
   end
   counter = counter + 1
   local pieces = bodies[(counter %% #bodies) + 1]
-  local id = "%(run)s-" .. tid .. "-" .. counter
+  -- day0 differs between runs of a script, so no run resends an earlier run's ids (which
+  -- would be answered from the idempotency record instead of scored).
+  local id = "%(run)s-" .. day0 .. "-" .. tid .. "-" .. counter
   -- The two threads take turns over the days: each day gets one pass.
   local day = day0 + math.floor(counter / #bodies) * 2 + tid - 1
   local shift = 0

@@ -558,8 +558,12 @@ class Stack:
         rows: int = 200_000,
         model_config: Mapping[str, Any] | None = None,
         key_name: str = "stack",
+        start: str | None = None,
     ) -> SeedResult:
         """Sample data (if there is none), the whole graph once, and a new API key.
+
+        The sample covers the sixty days before yesterday, or sixty days from `start`
+        (YYYY-MM-DD; the serving benchmark starts early to replay the last day on later days).
 
         The graph's `online_features` asset fills Redis, and the promotion gate makes the first
         passing model champion, which the replicas load at their next poll. `model_config` is
@@ -570,7 +574,7 @@ class Stack:
         from serving.keys import ApiKeys
 
         with self._phase("seed: sample data"):
-            first, last, count = self._sample_data(rows)
+            first, last, count = self._sample_data(rows, start)
         run_config = (
             {"ops": {"fraud_model": {"config": dict(model_config)}}} if model_config else {}
         )
@@ -648,7 +652,7 @@ class Stack:
             raise StackError(f"only {logged} of {len(ids)} replayed payments were logged")
         return ids
 
-    def _sample_data(self, rows: int) -> tuple[str, str, int]:
+    def _sample_data(self, rows: int, start: str | None = None) -> tuple[str, str, int]:
         import pandas as pd
 
         from fraud_assets.core.synthetic import SyntheticConfig, generate, write
@@ -659,7 +663,7 @@ class Stack:
         else:
             # Sixty days ending yesterday, so the monitoring windows and the service's
             # "not in the future" rule line up with the wall clock.
-            start = time.strftime("%Y-%m-%d", time.gmtime(time.time() - 61 * 86400))
+            start = start or time.strftime("%Y-%m-%d", time.gmtime(time.time() - 61 * 86400))
             frame = generate(SyntheticConfig(n_transactions=rows, start=start, days=60))
             write(frame, source)
         ts = frame["timestamp"]
@@ -1014,6 +1018,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub.add_parser("up", help="start every component, or restart on existing data")
     seed = sub.add_parser("seed", help="sample data, materialize the graph, create an API key")
     seed.add_argument("--rows", type=int, default=200_000)
+    seed.add_argument("--start", help="first day of the sample (default: 61 days ago)")
     sub.add_parser("status", help="every component's address and health")
     sub.add_parser("env", help="print export lines for a shell")
     sub.add_parser("down", help="stop every component; the data stays")
@@ -1031,7 +1036,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"Scoring  {url}  (docs at {url}/docs)")
         return 0
     if args.command == "seed":
-        result = stack.seed(args.rows)
+        result = stack.seed(args.rows, start=args.start)
         print(f"materialized {result.first_day}..{result.last_day} ({result.rows:,} rows)")
         print(f"run {result.run_id}\nAPI key {result.api_key}  (header X-API-Key)")
         return 0
