@@ -25,6 +25,7 @@ from datetime import UTC, datetime
 
 import sqlalchemy as sa
 
+from fraud_assets.core.tables import create_tables
 from serving.prediction_log import make_engine
 
 PREFIX = "fsk"
@@ -76,7 +77,7 @@ class ApiKeys:
         self, url: str, cache_seconds: float = 30.0, negative_cache_seconds: float = 5.0
     ) -> None:
         self.engine = make_engine(url)
-        metadata.create_all(self.engine)
+        create_tables(metadata, self.engine)
         self.cache_seconds = cache_seconds
         self.negative_cache_seconds = negative_cache_seconds
         self._cache: dict[str, _Cached] = {}

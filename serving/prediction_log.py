@@ -62,6 +62,8 @@ import msgspec
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
+from fraud_assets.core.tables import create_tables
+
 logger = logging.getLogger("serving.prediction_log")
 
 metadata = sa.MetaData()
@@ -963,7 +965,7 @@ class PredictionLog:
 
     def _ensure_table(self) -> None:
         if not self._table_ready:
-            metadata.create_all(self.engine)
+            create_tables(metadata, self.engine)
             self._table_ready = True
 
     def _drop(self, count: int) -> None:

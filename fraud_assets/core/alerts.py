@@ -44,6 +44,8 @@ from typing import Any
 import httpx
 import sqlalchemy as sa
 
+from fraud_assets.core.tables import create_tables
+
 logger = logging.getLogger("fraud_assets.alerts")
 
 TYPES: tuple[str, ...] = ("DRIFT", "BIAS", "PERFORMANCE", "LATENCY", "PIPELINE")
@@ -250,7 +252,7 @@ class AlertStore:
             connect_args["timeout"] = 30
         self.url = url
         self.engine = sa.create_engine(url, future=True, connect_args=connect_args)
-        _metadata.create_all(self.engine)
+        create_tables(_metadata, self.engine)
         self.notifier = notifier
 
     def raise_alert(

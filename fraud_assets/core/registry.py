@@ -20,6 +20,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from fraud_assets.core.tables import create_tables
+
 CHAMPION = "champion"
 CHALLENGER = "challenger"
 ONNX_FILE = "model.onnx"
@@ -97,7 +99,7 @@ class PromotionLog:
 
     def __init__(self, url: str) -> None:
         self.engine = sa.create_engine(url, future=True)
-        _metadata.create_all(self.engine)
+        create_tables(_metadata, self.engine)
 
     def append(
         self,
