@@ -99,7 +99,8 @@ def test_model_is_registered_with_everything_serving_needs(graph: Platform) -> N
         p.name for p in folder.iterdir()
     }
     assert 0 < info.threshold < 1
-    client = MlflowClient(graph.settings.mlflow_tracking_uri)
+    uri = graph.settings.mlflow_tracking_uri
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
     run = client.get_run(champion.run_id)
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "plots")}
     assert {"plots/pr_curve.png", "plots/roc_curve.png", "plots/confusion_matrix.png"} <= artifacts

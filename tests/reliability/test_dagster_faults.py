@@ -83,8 +83,18 @@ def _registry(platform: Platform) -> Registry:
     return Registry(s.mlflow_tracking_uri, s.model_name, s.platform_db_url)
 
 
+def _client(platform: Platform) -> MlflowClient:
+    """A client of this platform's tracking store and registry.
+
+    The registry is named explicitly: without it MLflow takes the process-wide registry URI,
+    which an earlier test in the same worker may have pointed at its own store.
+    """
+    uri = platform.settings.mlflow_tracking_uri
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
 def _versions(platform: Platform) -> list:
-    client = MlflowClient(platform.settings.mlflow_tracking_uri)
+    client = _client(platform)
     found = client.search_model_versions(f"name = '{platform.settings.model_name}'")
     return sorted(found, key=lambda mv: int(mv.version))
 
@@ -220,7 +230,7 @@ def test_run_killed_after_registering_its_model_adopts_that_version(
     seen = _what_the_killed_run_left(tmp_path)
     assert [str(mv.version) for mv in orphan] == ["1"], seen
     assert "onnx_sha256" not in orphan[0].tags, (orphan[0].tags, seen)
-    client = MlflowClient(platform.settings.mlflow_tracking_uri)
+    client = _client(platform)
     assert client.get_run(orphan[0].run_id).data.tags["dagster_run_id"] == killed.run_id
     assert materializations(platform.instance, "feature_set", killed.run_id) == 1
     assert materializations(platform.instance, "fraud_model", killed.run_id) == 0
