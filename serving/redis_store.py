@@ -2,8 +2,9 @@
 
 Chosen when `FRAUD_ONLINE_STORE_URL` starts with `redis://`. Sorted sets keep every window
 query and update O(log n), hashes hold the running counters and sets the devices,
-merchants and countries seen, and each request costs two round trips: one pipelined read
-and one atomic Lua write (idempotency check, result and every history update together).
+merchants and countries seen. Each request, single payment or batch, costs two round trips:
+one server-side script reads everything its payments need, and one writes each payment
+atomically (idempotency check, result and every history update together).
 """
 
 from __future__ import annotations
@@ -43,35 +44,89 @@ from serving.store_api import (
     to_ms,
 )
 
-# Atomic commit: idempotency check, result, and every history update in one round trip.
-# Floats are written with %.17g, which round-trips IEEE doubles exactly, so the running
-# log-amount sums equal the offline cumulative sums bit for bit.
-_COMMIT_LUA = """
-local existing = redis.call('HMGET', KEYS[1], 'p', 'f', 'r', 'v')
-if existing[1] then return existing end
-local in_history = redis.call('EXISTS', KEYS[1]) == 1
-redis.call('HSET', KEYS[1], 'm', ARGV[1], 'ts', ARGV[2], 'p', ARGV[3], 'f', ARGV[4],
-           'r', ARGV[5], 'v', ARGV[6])
-redis.call('EXPIRE', KEYS[1], ARGV[13])
-redis.call('SET', KEYS[8], ARGV[14], 'EX', ARGV[13])
-if in_history then return false end
-local ts = tonumber(ARGV[2])
-redis.call('ZADD', KEYS[3], ts, ARGV[7])
-redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', '(' .. ARGV[12])
-local st = redis.call('HMGET', KEYS[2], 'n', 'ls', 'lss', 'last')
-local x = tonumber(ARGV[8])
-local n = (tonumber(st[1]) or 0) + 1
-local ls = (tonumber(st[2]) or 0) + x
-local lss = (tonumber(st[3]) or 0) + x * x
-local last = math.max(tonumber(st[4]) or -1, ts)
-redis.call('HSET', KEYS[2], 'n', string.format('%.17g', n), 'ls', string.format('%.17g', ls),
-           'lss', string.format('%.17g', lss), 'last', string.format('%.17g', last))
-redis.call('SADD', KEYS[4], ARGV[9])
-redis.call('SADD', KEYS[5], ARGV[10])
-redis.call('SADD', KEYS[6], ARGV[11])
-redis.call('ZADD', KEYS[7], ts, ARGV[15])
-redis.call('ZREMRANGEBYSCORE', KEYS[7], '-inf', '(' .. ARGV[12])
-return false
+# The commit of one payment, as a Lua function of its keys K and arguments A: idempotency
+# check, result, and every history update. Floats are written with %.17g, which round-trips
+# IEEE doubles exactly, so the running log-amount sums equal the offline cumulative sums bit
+# for bit.
+_COMMIT_FUNCTION = """
+local function commit(K, A)
+  local existing = redis.call('HMGET', K[1], 'p', 'f', 'r', 'v')
+  if existing[1] then return existing end
+  local in_history = redis.call('EXISTS', K[1]) == 1
+  redis.call('HSET', K[1], 'm', A[1], 'ts', A[2], 'p', A[3], 'f', A[4],
+             'r', A[5], 'v', A[6])
+  redis.call('EXPIRE', K[1], A[13])
+  redis.call('SET', K[8], A[14], 'EX', A[13])
+  if in_history then return false end
+  local ts = tonumber(A[2])
+  redis.call('ZADD', K[3], ts, A[7])
+  redis.call('ZREMRANGEBYSCORE', K[3], '-inf', '(' .. A[12])
+  local st = redis.call('HMGET', K[2], 'n', 'ls', 'lss', 'last')
+  local x = tonumber(A[8])
+  local n = (tonumber(st[1]) or 0) + 1
+  local ls = (tonumber(st[2]) or 0) + x
+  local lss = (tonumber(st[3]) or 0) + x * x
+  local last = math.max(tonumber(st[4]) or -1, ts)
+  redis.call('HSET', K[2], 'n', string.format('%.17g', n), 'ls', string.format('%.17g', ls),
+             'lss', string.format('%.17g', lss), 'last', string.format('%.17g', last))
+  redis.call('SADD', K[4], A[9])
+  redis.call('SADD', K[5], A[10])
+  redis.call('SADD', K[6], A[11])
+  redis.call('ZADD', K[7], ts, A[15])
+  redis.call('ZREMRANGEBYSCORE', K[7], '-inf', '(' .. A[12])
+  return false
+end
+"""
+# One payment, atomically, in one round trip.
+_COMMIT_LUA = _COMMIT_FUNCTION + "return commit(KEYS, ARGV)\n"
+# Many payments in order, each atomically (the whole script is), in one round trip: KEYS and
+# ARGV hold each payment's keys and arguments one after the other (8 and 15 of them, as
+# `_commit_call` makes them).
+_COMMIT_MANY_LUA = (
+    _COMMIT_FUNCTION
+    + """
+local out = {}
+local nk, na = 8, 15
+for i = 0, #KEYS / nk - 1 do
+  local K, A = {}, {}
+  for j = 1, nk do K[j] = KEYS[i * nk + j] end
+  for j = 1, na do A[j] = ARGV[i * na + j] end
+  out[i + 1] = commit(K, A)
+end
+return out
+"""
+)
+# Everything `prepare` reads of many payments, in one script: per payment its stored result,
+# its customer's recent events, moments and "seen" flags, and its merchant's window counts and
+# labels known. ARGV: the key prefix, the history span, the number of merchant windows and
+# their widths, then six fields a payment (tid, user, merchant, ts, device, country).
+_PREPARE_MANY_LUA = """
+local p = ARGV[1]
+local history = tonumber(ARGV[2])
+local nw = tonumber(ARGV[3])
+local widths = {}
+for w = 1, nw do widths[w] = tonumber(ARGV[3 + w]) end
+local out = {}
+for i = 4 + nw, #ARGV, 6 do
+  local tid, u, m = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+  local ts = tonumber(ARGV[i + 3])
+  local uk, mk = p .. 'u:' .. u, p .. 'm:' .. m
+  local row = {
+    redis.call('HMGET', p .. 'tx:' .. tid, 'p', 'f', 'r', 'v', 'm'),
+    redis.call('ZRANGEBYSCORE', uk .. ':ev', ts - history, ts, 'WITHSCORES'),
+    redis.call('HMGET', uk, 'n', 'ls', 'lss', 'last'),
+    redis.call('SISMEMBER', uk .. ':dev', ARGV[i + 4]),
+    redis.call('SISMEMBER', uk .. ':mer', m),
+    redis.call('SISMEMBER', uk .. ':cty', ARGV[i + 5]),
+  }
+  for w = 1, nw do
+    row[#row + 1] = redis.call('ZCOUNT', mk .. ':ev', ts - widths[w], ts)
+  end
+  row[#row + 1] = redis.call('ZCOUNT', mk .. ':lab', '-inf', '(' .. ts)
+  row[#row + 1] = redis.call('ZCOUNT', mk .. ':fr', '-inf', '(' .. ts)
+  out[#out + 1] = row
+end
+return out
 """
 
 _LABEL_LUA = """
@@ -109,6 +164,8 @@ class RedisOnlineStore(OnlineStore):
             url, decode_responses=True, socket_timeout=timeout_s, socket_connect_timeout=timeout_s
         )
         self._commit = self.client.register_script(_COMMIT_LUA)
+        self._commit_many = self.client.register_script(_COMMIT_MANY_LUA)
+        self._prepare_many = self.client.register_script(_PREPARE_MANY_LUA)
         self._label = self.client.register_script(_LABEL_LUA)
         self._errors: tuple[type[BaseException], ...] = (redis.RedisError, OSError)
 
@@ -139,21 +196,14 @@ class RedisOnlineStore(OnlineStore):
             model_version=values[3] or "",
         )
 
-    def _queue_prepare(self, pipe: Any, txn: StoreTxn) -> None:
-        ts = txn.ts_ms
-        u, m = txn.user_id, txn.merchant_id
-        pipe.hmget(self._k("tx", txn.transaction_id), "p", "f", "r", "v", "m")
-        pipe.zrangebyscore(self._k("u", u, "ev"), ts - HISTORY_MS, ts, withscores=True)
-        pipe.hmget(self._k("u", u), "n", "ls", "lss", "last")
-        pipe.sismember(self._k("u", u, "dev"), txn.device_id)
-        pipe.sismember(self._k("u", u, "mer"), txn.merchant_id)
-        pipe.sismember(self._k("u", u, "cty"), txn.country)
-        for width in MERCHANT_WINDOWS_MS.values():
-            pipe.zcount(self._k("m", m, "ev"), ts - width, ts)
-        pipe.zcount(self._k("m", m, "lab"), "-inf", f"({ts}")
-        pipe.zcount(self._k("m", m, "fr"), "-inf", f"({ts}")
-
-    _PREPARE_REPLIES = 8 + len(MERCHANT_WINDOWS_MS)
+    def _read(self, txns: Sequence[StoreTxn]) -> list[list[Any]]:
+        """Every payment's reads, done by one server-side script in one round trip."""
+        args: list[Any] = [self.prefix, HISTORY_MS, len(MERCHANT_WINDOWS_MS)]
+        args += list(MERCHANT_WINDOWS_MS.values())
+        for t in txns:
+            args += (t.transaction_id, t.user_id, t.merchant_id, t.ts_ms, t.device_id, t.country)
+        with self._guard():
+            return self._prepare_many(keys=[], args=args)  # type: ignore[no-any-return]
 
     def _prepared(self, txn: StoreTxn, out: Sequence[Any]) -> Prepared:
         stored, events, moments, dev, mer, cty = out[:6]
@@ -162,9 +212,10 @@ class RedisOnlineStore(OnlineStore):
         if stored[0]:
             user, merchant = empty_history()
             return Prepared(user, merchant, existing=self._stored(txn.transaction_id, stored))
-        recent_ts = np.array([int(score) for _, score in events], dtype=np.int64)
+        # Members are "transaction_id|amount", scores the times (a flat member, score list).
+        recent_ts = np.array([int(float(score)) for score in events[1::2]], dtype=np.int64)
         recent_amount = np.array(
-            [float(member.rsplit("|", 1)[1]) for member, _ in events], dtype=np.float64
+            [float(member.rsplit("|", 1)[1]) for member in events[0::2]], dtype=np.float64
         )
         user = UserHistory(
             recent_ts=recent_ts,
@@ -184,24 +235,16 @@ class RedisOnlineStore(OnlineStore):
         return Prepared(user, merchant, in_history=stored[4] is not None)
 
     def prepare(self, txn: StoreTxn) -> Prepared:
-        with self._guard():
-            pipe = self.client.pipeline(transaction=False)
-            self._queue_prepare(pipe, txn)
-            return self._prepared(txn, pipe.execute())
+        return self._prepared(txn, self._read([txn])[0])
 
     def prepare_many(self, txns: Sequence[StoreTxn]) -> PreparedBatch:
-        """Every payment's reads in one pipelined round trip."""
-        with self._guard():
-            pipe = self.client.pipeline(transaction=False)
-            for txn in txns:
-                self._queue_prepare(pipe, txn)
-            out = pipe.execute()
-        k = self._PREPARE_REPLIES
+        """Every payment's reads in one server-side script (one round trip)."""
+        out = self._read(txns)
         pairs: list[tuple[UserHistory, MerchantHistory]] = []
         existing: dict[int, StoredResult] = {}
         in_history = np.zeros(len(txns), dtype=bool)
         for i, txn in enumerate(txns):
-            prepared = self._prepared(txn, out[i * k : (i + 1) * k])
+            prepared = self._prepared(txn, out[i])
             pairs.append((prepared.user, prepared.merchant))
             in_history[i] = prepared.in_history
             if prepared.existing is not None:
@@ -258,13 +301,17 @@ class RedisOnlineStore(OnlineStore):
         return None
 
     def commit_many(self, commits: Sequence[Commit]) -> dict[str, StoredResult]:
-        """Every payment's atomic commit script, pipelined in one round trip, in order."""
+        """Every payment's atomic commit, in order, by one server-side script."""
+        if not commits:
+            return {}
+        keys: list[str] = []
+        args: list[str] = []
+        for c in commits:
+            k, a = self._commit_call(c)
+            keys += k
+            args += a
         with self._guard():
-            pipe = self.client.pipeline(transaction=False)
-            for c in commits:
-                keys, args = self._commit_call(c)
-                self._commit(keys=keys, args=args, client=pipe)
-            results = pipe.execute()
+            results = self._commit_many(keys=keys, args=args)
         return {
             c.txn.transaction_id: self._stored(c.txn.transaction_id, r)
             for c, r in zip(commits, results, strict=True)
