@@ -3,7 +3,9 @@
     .venv/bin/python benchmarks/load_test.py --url http://127.0.0.1:3001 --key fsk_... \\
         --log-url postgresql://... --payments live.jsonl --seconds 600 [--kill-worker-at 30]
 
-wrk sends single payments (each a new transaction_id) at 16 connections for `--seconds`.
+wrk sends single payments (each a new transaction_id) at 16 connections for `--seconds`;
+each pass over the payments file is sent a day later than the one before, as far as the
+wall clock allows, so customers' histories grow as under real traffic.
 Meanwhile the resident memory of the service's processes is sampled every second. At the
 end it waits for the prediction log to settle and counts the rows of this run.
 
@@ -23,13 +25,15 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
+import pandas as pd
 import psutil
 import sqlalchemy as sa
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from serving_bench import ensure_wrk, lua
+from serving_bench import ensure_wrk, lua, time_marker
 
 WARMUP_S = 10.0
 
@@ -92,28 +96,53 @@ def run_load(
     connections: int = 16,
     kill_worker_at: float | None = None,
     timeout_s: int = 10,
+    faults: Sequence[tuple[float, Callable[[], None]]] = (),
 ) -> dict[str, object]:
+    """Load `url` for `seconds`; see the module doc for the figures.
+
+    `faults` are (seconds into the run, action) pairs, each action called once at its time
+    (e.g. stopping and starting a database); the times they ran are in `faults_at_s`.
+    """
     wrk = ensure_wrk()
     port = int(url.rsplit(":", 1)[1].split("/")[0])
     run = f"load{int(time.time())}"
-    bodies = [json.dumps({**p, "transaction_id": f"{p['transaction_id']}-#ID#"}) for p in payments]
+    # Each pass over the payments is replayed a day later (as far as the wall clock allows),
+    # so customers' histories grow as under real traffic rather than piling onto one day.
+    bodies = [
+        json.dumps(
+            {**p, "transaction_id": f"{p['transaction_id']}-#ID#"}
+            | ({"timestamp": time_marker(str(p["timestamp"]))} if "timestamp" in p else {})
+        )
+        for p in payments
+    ]
+    stamps = [str(p["timestamp"]) for p in payments if "timestamp" in p]
+    days = 0
+    if stamps:
+        last = max(pd.Timestamp(x) for x in stamps)
+        last = last.tz_localize("UTC") if last.tzinfo is None else last
+        days = max(0, int((pd.Timestamp.now(tz="UTC") - last) / pd.Timedelta(days=1)) - 1)
     with tempfile.TemporaryDirectory() as folder:
         script = Path(folder) / "load.lua"
         # Scoring stops 3 s before wrk does, so every scoring request gets its answer.
         until = int(time.time()) + seconds - 3
-        script.write_text(lua(bodies, "/predict", run, key, until_epoch=until))
+        script.write_text(lua(bodies, "/predict", run, key, until_epoch=until, max_days=days))
         cmd = [wrk, "-t2", f"-c{connections}", f"-d{seconds}s", "--timeout", f"{timeout_s}s"]
         cmd += ["-s", str(script), url]
         print(" ".join(cmd), flush=True)
         samples: list[tuple[float, float]] = []
         stop = threading.Event()
         killed: dict[str, object] = {}
+        pending = sorted(faults, key=lambda fault: fault[0])
+        faults_at: list[float] = []
 
         def sample() -> None:
             began = time.monotonic()
             while not stop.wait(1.0):
                 elapsed = time.monotonic() - began
                 samples.append((elapsed, rss_mb(port)))
+                while pending and elapsed >= pending[0][0]:
+                    pending.pop(0)[1]()
+                    faults_at.append(round(time.monotonic() - began, 1))
                 if kill_worker_at is not None and not killed and elapsed >= kill_worker_at:
                     victims = worker_pids(port)
                     os.kill(victims[0], signal.SIGKILL)
@@ -144,6 +173,8 @@ def run_load(
         "logged_rows": logged_rows(log_url, run, ok),
         "run": run,
     }
+    if faults:
+        result["faults_at_s"] = faults_at
     if killed:
         time.sleep(2)
         result["killed_worker"] = killed

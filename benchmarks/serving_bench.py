@@ -196,6 +196,13 @@ def build_platform(root: Path, rows: int, days: int) -> tuple[dict[str, str], pd
     return sandbox.env(), live.reset_index(drop=True)
 
 
+def time_marker(stamp: pd.Timestamp | str) -> str:
+    """A timestamp as the wrk script's marker: its whole seconds move on by a day a pass."""
+    stamp = pd.Timestamp(stamp)
+    stamp = stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
+    return f"#TS:{int(stamp.floor('s').timestamp())}#{stamp.isoformat()[19:]}"
+
+
 def payloads(live: pd.DataFrame) -> list[dict[str, object]]:
     """Scoring requests (the API's Transaction fields) of the held-back payments."""
     from serving.schemas import Transaction
@@ -208,8 +215,7 @@ def payloads(live: pd.DataFrame) -> list[dict[str, object]]:
             if value is None or (isinstance(value, float) and np.isnan(value)):
                 continue
             if isinstance(value, pd.Timestamp):
-                # Whole seconds become a marker the wrk script moves on by a day per pass.
-                value = f"#TS:{int(value.floor('s').timestamp())}#{value.isoformat()[19:]}"
+                value = time_marker(value)
             item[name] = value.item() if isinstance(value, np.generic) else value
         item["transaction_id"] = f"{item['transaction_id']}-#ID#"
         out.append(item)

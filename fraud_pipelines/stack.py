@@ -787,6 +787,14 @@ class Stack:
                 f"-p {self.p.postgres}",
             )
 
+    def stop_postgres(self) -> None:
+        """Stop PostgreSQL alone (`pg_ctl stop -m fast`), as an outage does; the rest runs on."""
+        self._pg_ctl("stop", "-m", "fast", "-w", "-t", "60")
+
+    def start_postgres(self) -> None:
+        """Start PostgreSQL again on its data and port (after `stop_postgres`)."""
+        self._start_postgres()
+
     def _postgres_pid(self) -> int | None:
         pidfile = self.root / "postgres" / "data" / "postmaster.pid"
         try:

@@ -23,6 +23,7 @@ from pydantic import BaseModel, ValidationError
 from serving.coalesce import PredictQueue
 from serving.config import MAX_BODY_BYTES, direct_answers_enabled
 from serving.errors import REQUEST, ApiError, ApiErrorInfo, RequestSlot, from_validation, rewrite
+from serving.keys import KeyStoreUnavailable
 from serving.openapi import service_document
 from serving.schemas import BatchRequest, Feedback, Transaction
 
@@ -178,7 +179,16 @@ class Gateway:
                     ),
                 )
                 return
-            name = engine.keys.verify(raw.decode("latin-1"))
+            try:
+                name = engine.keys.verify(raw.decode("latin-1"))
+            except KeyStoreUnavailable as exc:
+                logger.error("cannot check an API key: %s", exc)
+                await _send_error(
+                    send,
+                    ApiErrorInfo(503, "unavailable", "API keys cannot be checked right now"),
+                    [(b"retry-after", b"5")],
+                )
+                return
             if name is None:
                 engine.metrics.rejected.labels("invalid_api_key").inc()
                 await _send_error(

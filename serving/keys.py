@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import hmac
+import logging
 import secrets
 import threading
 import time
@@ -27,6 +28,8 @@ import sqlalchemy as sa
 
 from fraud_assets.core.tables import create_tables
 from serving.prediction_log import make_engine
+
+logger = logging.getLogger("serving.keys")
 
 PREFIX = "fsk"
 metadata = sa.MetaData()
@@ -68,6 +71,10 @@ def _split(raw: str) -> tuple[str, str] | None:
     if len(parts) != 3 or parts[0] != PREFIX or not parts[1] or not parts[2]:
         return None
     return parts[1], parts[2]
+
+
+class KeyStoreUnavailable(Exception):
+    """The platform database cannot be reached to check a key it has not seen yet."""
 
 
 class ApiKeys:
@@ -138,7 +145,15 @@ class ApiKeys:
         now = time.monotonic()
         cached = self._cache.get(key_id)
         if cached is None or cached.expires < now:
-            cached = self._fetch(key_id, now)
+            try:
+                cached = self._fetch(key_id, now)
+            except sa.exc.DBAPIError as exc:
+                # The database is down: a key verified before keeps working on what was
+                # known of it (a revocation takes effect once the database is back); a key
+                # never seen cannot be checked.
+                if cached is None:
+                    raise KeyStoreUnavailable(str(exc.orig or exc)) from exc
+                logger.warning("API key store unavailable, using the last known key: %s", exc)
         if cached.name is None:
             return None
         if not hmac.compare_digest(_digest(cached.salt, secret), cached.key_hash):

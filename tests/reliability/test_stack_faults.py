@@ -6,6 +6,9 @@
   one version, and once a replica answers with the new version it never goes back.
 * `kill -9` of a scoring worker under load: it is restarted, and only the requests in flight
   fail (counted).
+* PostgreSQL (prediction log, platform database, MLflow's and Dagster's storage) stopped
+  for 15 s under load: every request still answered 200, and once it is back the prediction
+  log holds exactly one row per answer.
 
 The longer run is `benchmarks/load_test.py --seconds 600`; figures in docs/reliability.md.
 """
@@ -151,3 +154,18 @@ def test_worker_killed_under_load(native_stack: tuple[Stack, SeedResult]) -> Non
     assert len(after) == len(before) and result["killed_worker"]["pid"] not in after, result  # type: ignore[index,operator]
     health = httpx.get(f"{url}/readyz", timeout=30)
     assert health.status_code == 200
+
+
+def test_postgres_down_under_load_loses_no_prediction(
+    native_stack: tuple[Stack, SeedResult],
+) -> None:
+    stack, seed = native_stack
+    result = run_load(
+        stack.scoring_urls[0], seed.api_key, stack.platform_db_url, payments(stack), 40,
+        CONNECTIONS, faults=[(8.0, stack.stop_postgres), (23.0, stack.start_postgres)],
+    )  # fmt: skip
+    print(json.dumps(result))  # noqa: T201 - the figures of docs/reliability.md
+    assert len(result["faults_at_s"]) == 2, result  # type: ignore[arg-type]
+    assert result["non_200"] == 0 and result["socket_errors"] == 0, result
+    assert result["logged_rows"] == result["ok"], result
+    assert httpx.get(f"{stack.scoring_urls[0]}/readyz", timeout=30).status_code == 200
