@@ -20,7 +20,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from serving.schemas import FraudScore, Transaction
+from serving.answers import Scored
+from serving.schemas import Transaction
 
 # A cap keeps one turn of the loop short; wider bursts form the following batches.
 MAX_COALESCED = 64
@@ -32,16 +33,16 @@ class PredictQueue:
     def __init__(self, engine: Any, max_batch: int = MAX_COALESCED) -> None:
         self.engine = engine
         self.max_batch = max_batch
-        self._waiting: list[tuple[Transaction, str | None, float, asyncio.Future[FraudScore]]]
+        self._waiting: list[tuple[Transaction, str | None, float, asyncio.Future[Scored]]]
         self._waiting = []
         self._scheduled = False
         self.batches = 0
         self.payments = 0
 
-    async def score(self, txn: Transaction, api_key: str | None, started: float) -> FraudScore:
+    async def score(self, txn: Transaction, api_key: str | None, started: float) -> Scored:
         """The answer to one payment, scored with the others ready on this turn."""
         loop = asyncio.get_running_loop()
-        future: asyncio.Future[FraudScore] = loop.create_future()
+        future: asyncio.Future[Scored] = loop.create_future()
         self._waiting.append((txn, api_key, started, future))
         if not self._scheduled:
             self._scheduled = True

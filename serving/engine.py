@@ -12,14 +12,17 @@ import logging
 import os
 import time
 import uuid
+from collections import Counter
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import msgspec
 import numpy as np
 
 from fraud_assets.core.live_batch import HistoryBatch, batch_features
 from serving.alerting import REGISTRY_UNREACHABLE, STORE_DOWN, ServiceAlerts
+from serving.answers import Reason, Scored, ScoredBatch, decode_scored, encode
 from serving.champion import ChampionModel, LoadedModel
 from serving.config import ServingSettings
 from serving.errors import fail
@@ -40,15 +43,13 @@ from serving.prediction_log import PredictionLog, age_band
 from serving.ratelimit import open_limiter
 from serving.schemas import (
     BatchRequest,
-    BatchResponse,
     Explanation,
     FeatureContribution,
     Feedback,
     FeedbackAck,
-    FraudScore,
-    ReasonCode,
     Transaction,
 )
+from serving.store_api import features_json_rows
 from serving.store_guard import GuardedStore
 
 logger = logging.getLogger("serving.engine")
@@ -87,22 +88,20 @@ def feature_input(txn: Transaction, ts: int) -> dict[str, object]:
 
 
 def new_prediction_ids(n: int) -> list[uuid.UUID]:
-    """n new prediction ids: time-ordered UUIDs (version 7, RFC 9562) from one random read.
+    """n new prediction ids: time-ordered UUIDs (version 7, RFC 9562).
 
     The first 48 bits are the Unix time in milliseconds and the other 74 random, so ids made
     one after another sort together: inserting them into the prediction log's and the
     online store's indexes touches the last pages of each index instead of a random page
-    per row.
+    per row. The bits of all n are set at once with numpy (~0.5 µs an id).
     """
+    raw = np.frombuffer(os.urandom(16 * n), dtype=np.uint8).reshape(n, 16).copy()
     millis = time.time_ns() // 1_000_000
-    raw = int.from_bytes(os.urandom(10 * n), "big")
-    ids = []
-    for _ in range(n):
-        rand, raw = raw & ((1 << 80) - 1), raw >> 80
-        # 48 bits of time, version 7, 12 random bits, variant 0b10, 62 random bits.
-        high, low = (rand >> 62) & 0xFFF, rand & ((1 << 62) - 1)
-        ids.append(uuid.UUID(int=(millis << 80) | (0x7 << 76) | (high << 64) | (0x2 << 62) | low))
-    return ids
+    raw[:, :6] = np.frombuffer(millis.to_bytes(6, "big"), dtype=np.uint8)
+    raw[:, 6] = 0x70 | (raw[:, 6] & 0x0F)  # version 7
+    raw[:, 8] = 0x80 | (raw[:, 8] & 0x3F)  # variant 0b10
+    data = raw.tobytes()
+    return [uuid.UUID(bytes=data[k : k + 16]) for k in range(0, 16 * n, 16)]
 
 
 def batch_columns(txns: Sequence[Transaction], stxns: Sequence[StoreTxn]) -> dict[str, Any]:
@@ -164,12 +163,13 @@ class ScoringEngine:
         # Keep the new model's objects out of the collector's way (see service.tune_gc).
         gc.freeze()
 
-    def _count_decision(self, decision: str, version: str) -> None:
+    def _count_decision(self, decision: str, version: str, times: int = 1) -> None:
         counter = self._decision_counters.get((decision, version))
         if counter is None:
             counter = self.metrics.decisions.labels(decision, version)
             self._decision_counters[(decision, version)] = counter
-        counter.inc()
+        # One increment per decision and batch: each costs ~1 µs in multiprocess mode.
+        counter.inc(times)
 
     def _on_model_failure(self, message: str) -> None:
         self.metrics.model_failures.inc()
@@ -274,7 +274,7 @@ class ScoringEngine:
 
     def _reasons(
         self, model: LoadedModel, x: np.ndarray, scores: np.ndarray, decisions: Sequence[str]
-    ) -> list[list[ReasonCode]]:
+    ) -> list[list[Reason]]:
         mode = self.settings.reason_codes
         n = len(x)
         if mode == "exact":
@@ -295,18 +295,20 @@ class ScoringEngine:
         top_contrib = contrib[rows, top].tolist()
         return [
             [
-                ReasonCode.trusted(feature=names[j], value=v, contribution=c)
-                for j, v, c in zip(top[i].tolist(), top_values[i], top_contrib[i], strict=True)
+                Reason(names[j], v, c)
+                for j, v, c in zip(features, values, contributions, strict=True)
                 if c > 0
             ]
-            for i in range(n)
+            for features, values, contributions in zip(
+                top.tolist(), top_values, top_contrib, strict=True
+            )
         ]
 
     def _log_row(
         self,
         txn: Transaction,
         features: np.ndarray,
-        result: FraudScore,
+        result: Scored,
         endpoint: str,
         api_key: str | None,
         names: Sequence[str],
@@ -336,16 +338,16 @@ class ScoringEngine:
             "api_key": api_key,
         }
 
-    def _replay(self, stored: StoredResult, model: LoadedModel) -> FraudScore:
+    def _replay(self, stored: StoredResult, model: LoadedModel) -> Scored:
         """The original answer to a retried transaction_id."""
         if stored.response:
-            return FraudScore.model_validate_json(stored.response)
+            return decode_scored(stored.response)
         # Committed but never answered (a batch interrupted mid-way): score the stored
         # features again, keeping the original prediction id.
         x = np.asarray([stored.features], dtype=np.float64)
         score = float(model.scorer.predict(x)[0])
         decision = model.decide(score)
-        result = FraudScore(
+        result = Scored(
             prediction_id=uuid.UUID(stored.prediction_id),
             transaction_id=stored.transaction_id,
             fraud_score=score,
@@ -357,12 +359,12 @@ class ScoringEngine:
             degraded=False,
         )
         try:
-            self.store.save_responses([(stored.transaction_id, result.model_dump_json())])
+            self.store.save_responses([(stored.transaction_id, encode(result).decode())])
         except StoreUnavailable as exc:
             logger.error("could not save the response of %s: %s", stored.transaction_id, exc)
         return result
 
-    def predict(self, txn: Transaction, api_key: str | None = None) -> FraudScore:
+    def predict(self, txn: Transaction, api_key: str | None = None) -> Scored:
         """Score one payment, record it in the history and the log, return the decision."""
         started = time.perf_counter()
         model = self._model()
@@ -379,8 +381,8 @@ class ScoringEngine:
         reasons = self._reasons(model, x, np.array([score]), [decision])[0]
         prediction_id = new_prediction_ids(1)[0]
 
-        def answer(is_degraded: bool) -> FraudScore:
-            return FraudScore(
+        def answer(is_degraded: bool) -> Scored:
+            return Scored(
                 prediction_id=prediction_id,
                 transaction_id=txn.transaction_id,
                 fraud_score=score,
@@ -396,7 +398,7 @@ class ScoringEngine:
         if not degraded:
             try:
                 earlier = self.store.commit(
-                    stxn, features, str(prediction_id), model.version, result.model_dump_json()
+                    stxn, features, str(prediction_id), model.version, encode(result).decode()
                 )
             except StoreUnavailable as exc:
                 logger.error("%s scored but not recorded: %s", txn.transaction_id, exc)
@@ -408,14 +410,14 @@ class ScoringEngine:
                     return self._replay(earlier, model)
         if degraded:
             self.store.defer(
-                Commit(stxn, features, str(prediction_id), model.version, result.model_dump_json())
+                Commit(stxn, features, str(prediction_id), model.version, encode(result).decode())
             )
         self._count_decision(decision, model.version)
         self._predict_timer.observe(time.perf_counter() - started)
         self.log.log(self._log_row(txn, features, result, "predict", api_key, model.spec.features))
         return result
 
-    def predict_batch(self, request: BatchRequest, api_key: str | None = None) -> BatchResponse:
+    def predict_batch(self, request: BatchRequest, api_key: str | None = None) -> ScoredBatch:
         """Score many payments as if one by one in time order, with one read and one write.
 
         The store is read once for the whole batch; each payment's features also count the
@@ -428,14 +430,14 @@ class ScoringEngine:
             request.transactions, [api_key] * n, [started] * n, "predict_batch"
         )
         self.metrics.scoring_seconds.labels("predict_batch").observe(time.perf_counter() - started)
-        return BatchResponse.trusted(results=results)
+        return ScoredBatch(results=results)
 
     def predict_many(
         self,
         txns: Sequence[Transaction],
         api_keys: Sequence[str | None],
         started: Sequence[float],
-    ) -> list[FraudScore]:
+    ) -> list[Scored]:
         """Score concurrent single payments together (what `predict` answers each of them).
 
         `started[i]` is when request i began (`time.perf_counter()`), for its latency.
@@ -452,7 +454,7 @@ class ScoringEngine:
         api_keys: Sequence[str | None],
         started: Sequence[float],
         endpoint: str,
-    ) -> list[FraudScore]:
+    ) -> list[Scored]:
         """Score payments in canonical order with one store read, model call and write."""
         model = self._model()
         n = len(txns)
@@ -464,7 +466,7 @@ class ScoringEngine:
             if stxns[i].transaction_id not in first_of:
                 first_of[stxns[i].transaction_id] = i
                 unique.append(i)
-        results: list[FraudScore | None] = [None] * n
+        results: list[Scored | None] = [None] * n
         degraded = False
         try:
             prepared = self.store.prepare_many([stxns[i] for i in unique])
@@ -496,7 +498,7 @@ class ScoringEngine:
             ids = new_prediction_ids(len(rows))
             score_list = scores.tolist()
             scored = [
-                FraudScore.trusted(
+                Scored(
                     prediction_id=ids[k],
                     transaction_id=stxns[i].transaction_id,
                     fraud_score=score_list[k],
@@ -512,6 +514,7 @@ class ScoringEngine:
             earlier = self._record_batch(model, [stxns[i] for i in rows], x, scored, degraded)
             logged: list[dict[str, Any]] = []
             names = model.spec.features
+            counted: Counter[str] = Counter()
             for k, i in enumerate(rows):
                 stored = earlier.get(stxns[i].transaction_id)
                 if stored is not None:
@@ -519,8 +522,10 @@ class ScoringEngine:
                     continue
                 result = scored[k]
                 results[i] = result
-                self._count_decision(result.decision, model.version)
+                counted[result.decision] += 1
                 logged.append(self._log_row(txns[i], x[k], result, endpoint, api_keys[i], names))
+            for decision, times in counted.items():
+                self._count_decision(decision, model.version, times)
             self.log.log_many(logged)
         for i in range(n):
             if results[i] is None:
@@ -532,7 +537,7 @@ class ScoringEngine:
         model: LoadedModel,
         stxns: Sequence[StoreTxn],
         x: np.ndarray,
-        scored: list[FraudScore],
+        scored: list[Scored],
         degraded: bool,
     ) -> dict[str, StoredResult]:
         """Record a scored batch in one write; returns results other requests stored first.
@@ -541,8 +546,10 @@ class ScoringEngine:
         their history updates queued for when it is back.
         """
         if not degraded:
+            texts = features_json_rows(x)
+            version = model.version
             commits = [
-                Commit(t, x[k], str(r.prediction_id), model.version, r.model_dump_json())
+                Commit(t, x[k], str(r.prediction_id), version, encode(r).decode(), texts[k])
                 for k, (t, r) in enumerate(zip(stxns, scored, strict=True))
             ]
             try:
@@ -551,14 +558,14 @@ class ScoringEngine:
                 logger.error("a batch of %d scored but not recorded: %s", len(commits), exc)
                 self.metrics.degraded.inc(len(commits))
         for k, t in enumerate(stxns):
-            scored[k] = scored[k].model_copy(update={"degraded": True})
+            scored[k] = msgspec.structs.replace(scored[k], degraded=True)
             self.store.defer(
                 Commit(
                     t,
                     x[k],
                     str(scored[k].prediction_id),
                     model.version,
-                    scored[k].model_dump_json(),
+                    encode(scored[k]).decode(),
                 )
             )
         return {}

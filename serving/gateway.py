@@ -18,8 +18,10 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
 from typing import Any
 
+import msgspec
 from pydantic import BaseModel, ValidationError
 
+from serving.answers import encode
 from serving.coalesce import PredictQueue
 from serving.config import MAX_BODY_BYTES, direct_answers_enabled
 from serving.errors import REQUEST, ApiError, ApiErrorInfo, RequestSlot, from_validation, rewrite
@@ -290,7 +292,11 @@ class Gateway:
                 result = getattr(engine, route.method)(request, slot.api_key)
             else:
                 result = getattr(engine, route.method)(request)
-            payload = result.__pydantic_serializer__.to_json(result)
+            payload = (
+                encode(result)
+                if isinstance(result, msgspec.Struct)
+                else result.__pydantic_serializer__.to_json(result)
+            )
         except ValidationError as exc:
             info = from_validation(exc.errors(include_url=False, include_context=False))
             engine.metrics.rejected.labels(info.code).inc()

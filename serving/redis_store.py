@@ -40,7 +40,6 @@ from serving.store_api import (
     StoreTxn,
     StoreUnavailable,
     empty_history,
-    features_json,
     to_ms,
 )
 
@@ -269,7 +268,7 @@ class RedisOnlineStore(OnlineStore):
             m,
             str(txn.ts_ms),
             prediction_id,
-            features_json(c.features),
+            c.features_json(),
             c.response or "",
             c.model_version,
             f"{txn.transaction_id}|{float(txn.amount)!r}",

@@ -9,7 +9,8 @@ rejected with a 4xx naming the field), so a malformed request never reaches the 
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime, timedelta
+import time
+from datetime import UTC, datetime
 from typing import Annotated, Any, ClassVar, Literal, Self
 from uuid import UUID
 
@@ -56,8 +57,9 @@ def as_utc(value: datetime) -> datetime:
 
 def _not_in_future(value: datetime) -> datetime:
     value = as_utc(value)
-    limit = datetime.now(UTC) + timedelta(seconds=FUTURE_TOLERANCE_SECONDS)
-    if value > limit:
+    # Compared as epoch seconds: a batch checks 10,000 of them, and building a datetime
+    # for "now" each time costs more than the comparison.
+    if value.timestamp() > time.time() + FUTURE_TOLERANCE_SECONDS:
         raise ValueError(
             f"is more than {FUTURE_TOLERANCE_SECONDS // 60} minutes in the future "
             f"(server time {datetime.now(UTC).isoformat(timespec='seconds')})"

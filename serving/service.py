@@ -21,6 +21,7 @@ import logging
 
 import bentoml
 
+from serving.answers import as_model
 from serving.config import ServingSettings
 from serving.engine import ScoringEngine
 from serving.errors import REQUEST, ApiError
@@ -95,12 +96,12 @@ class FraudScorer:
         features that raised it. Retrying with the same transaction_id returns the same
         answer (same prediction_id) without counting the payment twice.
         """
-        return self.engine.predict(transaction, _api_key())
+        return as_model(self.engine.predict(transaction, _api_key()), FraudScore)
 
     @bentoml.api(route="/predict/batch")
     def predict_batch(self, request: BatchRequest, /) -> BatchResponse:
         """Score up to 10,000 payments, in time order; results come in request order."""
-        return self.engine.predict_batch(request, _api_key())
+        return as_model(self.engine.predict_batch(request, _api_key()), BatchResponse)
 
     @bentoml.api(route="/predict/explain")
     def explain(self, transaction: Transaction, /) -> Explanation:

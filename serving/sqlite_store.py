@@ -52,7 +52,6 @@ from serving.store_api import (
     StoreTxn,
     StoreUnavailable,
     empty_history,
-    features_json,
     to_ms,
 )
 from serving.store_state import StoreState
@@ -128,9 +127,10 @@ _BEGIN_FIRST_WAIT_S = 25e-6
 _BEGIN_LONGEST_WAIT_S = 5e-4
 
 
-def _log_amount(amount: float) -> float:
-    # numpy's log1p, as the offline pipeline uses, so the moments agree to the last bit.
-    return float(np.log1p(amount))
+def _log_amounts(amounts: Sequence[float]) -> list[float]:
+    # numpy's log1p over an array, as the offline pipeline computes it, so the moments
+    # agree to the last bit.
+    return np.log1p(np.asarray(amounts, dtype=np.float64)).tolist()  # type: ignore[no-any-return]
 
 
 def _scored_row(c: Commit, now_ms: int) -> tuple[Any, ...]:
@@ -145,7 +145,7 @@ def _scored_row(c: Commit, now_ms: int) -> tuple[Any, ...]:
         txn.country,
         c.prediction_id,
         c.model_version,
-        features_json(c.features),
+        c.features_json(),
         c.response,
         now_ms,
     )
@@ -326,12 +326,21 @@ class SqliteOnlineStore(OnlineStore):
         if self._meta("generation") != self._generation:
             self._reload()
             return
-        state = self._state
-        payments = conn.execute(_PAYMENT_LOG, (self._seq,)).fetchall()
-        for seq, tid, user, merchant, ts, amount, device, country in payments:
-            state.add_payment(tid, user, merchant, ts, amount, _log_amount(amount), device, country)
-            self._seq = seq
+        self._apply_payments(conn.execute(_PAYMENT_LOG, (self._seq,)).fetchall())
         self._apply_labels(conn.execute(_LABEL_LOG, (self._label_seq,)).fetchall())
+
+    def _apply_payments(self, payments: Sequence[Sequence[Any]]) -> None:
+        """Rows of the payment log (seq, transaction_id, user, merchant, ts, amount, device,
+        country), in order, into the state."""
+        if not payments:
+            return
+        state = self._state
+        logs = _log_amounts([p[5] for p in payments])
+        for (seq, tid, user, merchant, ts, amount, device, country), log_amount in zip(
+            payments, logs, strict=True
+        ):
+            state.add_payment(tid, user, merchant, ts, amount, log_amount, device, country)
+            self._seq = seq
 
     def _apply_labels(self, rows: Sequence[Sequence[Any]]) -> None:
         state = self._state
@@ -384,11 +393,7 @@ class SqliteOnlineStore(OnlineStore):
         finally:
             if own:
                 conn.execute("COMMIT")
-        for seq, tid, user_id, merchant_id, ts, amount, device, country in payments:
-            state.add_payment(
-                tid, user_id, merchant_id, ts, amount, _log_amount(amount), device, country
-            )
-            self._seq = seq
+        self._apply_payments(payments)
         logger.info(
             "online store %s: %d customers, %d merchants, %d payments replayed in %.2f s",
             self.path,
@@ -528,7 +533,8 @@ class SqliteOnlineStore(OnlineStore):
         """Add this store's own committed payments to the state (the log's next rows)."""
         state = self._state
         expected = self._seq + len(commits)
-        for c in commits:
+        logs = _log_amounts([c.txn.amount for c in commits])
+        for c, log_amount in zip(commits, logs, strict=True):
             t = c.txn
             state.add_payment(
                 t.transaction_id,
@@ -536,7 +542,7 @@ class SqliteOnlineStore(OnlineStore):
                 t.merchant_id,
                 t.ts_ms,
                 t.amount,
-                _log_amount(t.amount),
+                log_amount,
                 t.device_id,
                 t.country,
             )

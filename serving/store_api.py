@@ -20,6 +20,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import NamedTuple
 
 import msgspec
 import numpy as np
@@ -47,9 +48,12 @@ class StoreUnavailable(Exception):
     """The store could not be read or written (locked too long, Redis down, ...)."""
 
 
-@dataclass(frozen=True)
-class StoreTxn:
-    """The fields of a payment the store reads and updates."""
+class StoreTxn(NamedTuple):
+    """The fields of a payment the store reads and updates.
+
+    A named tuple rather than a frozen dataclass: a batch makes one per payment, and a
+    frozen dataclass costs ~1.5 µs to build, a tuple ~0.3 µs.
+    """
 
     transaction_id: str
     user_id: str
@@ -96,15 +100,22 @@ class PreparedBatch:
     in_history: np.ndarray
 
 
-@dataclass(frozen=True)
-class Commit:
-    """A scored payment to record: its fields, features, prediction id and response."""
+class Commit(NamedTuple):
+    """A scored payment to record: its fields, features, prediction id and response.
+
+    `features_text` is the features' JSON (`features_json`) when the caller has it already
+    (a batch writes all its rows' in one call); empty, the store writes it.
+    """
 
     txn: StoreTxn
     features: np.ndarray
     prediction_id: str
     model_version: str
     response: str | None
+    features_text: str = ""
+
+    def features_json(self) -> str:
+        return self.features_text or features_json(self.features)
 
 
 def empty_history() -> tuple[UserHistory, MerchantHistory]:
@@ -134,6 +145,19 @@ def features_json(features: np.ndarray | Sequence[float]) -> str:
     if not np.isfinite(values).all():
         return json.dumps(values.tolist(), separators=(",", ":"))
     return _encoder.encode(values.tolist()).decode()
+
+
+def features_json_rows(x: np.ndarray) -> list[str]:
+    """`features_json` of every row of `x`, the finite rows encoded in one call."""
+    x = np.asarray(x, dtype=np.float64)
+    if not len(x):
+        return []
+    texts = _encoder.encode_lines(x.tolist()).decode().split("\n")[:-1]
+    finite = np.isfinite(x).all(axis=1)
+    if not finite.all():
+        for i in np.flatnonzero(~finite).tolist():
+            texts[i] = features_json(x[i])
+    return texts
 
 
 @dataclass(frozen=True)
