@@ -21,6 +21,7 @@ import logging
 
 import bentoml
 
+from serving import bentoml_fixes
 from serving.answers import as_model
 from serving.config import ServingSettings
 from serving.engine import ScoringEngine
@@ -37,6 +38,7 @@ from serving.schemas import (
 )
 
 _SETTINGS = ServingSettings.from_env()
+bentoml_fixes.apply()
 
 
 def tune_gc() -> None:
