@@ -180,6 +180,10 @@ class SqliteOnlineStore(OnlineStore):
         with self._guard():
             self._conn = self._connect()
             self._create_schema()
+            # From here on writes take the lock by polling (`_begin_write`) instead of
+            # SQLite's busy handler, whose first waits are 1, 2 and 5 ms; in WAL mode reads
+            # never wait for a lock, so the connection needs no busy timeout at all.
+            self._conn.execute("PRAGMA busy_timeout = 0")
             with self._lock:
                 self._reload()
 
@@ -233,25 +237,22 @@ class SqliteOnlineStore(OnlineStore):
             raise StoreUnavailable(f"online store {self.path}: {exc}") from exc
 
     def _begin_write(self) -> None:
-        """BEGIN IMMEDIATE, polling for the write lock with a short backoff."""
+        """BEGIN IMMEDIATE, polling for the write lock with a short backoff (up to
+        `busy_timeout_s`); the connection itself never waits (busy_timeout 0)."""
         conn = self._conn
-        conn.execute("PRAGMA busy_timeout = 0")
-        try:
-            deadline = time.monotonic() + self.busy_timeout_s
-            wait = _BEGIN_FIRST_WAIT_S
-            while True:
-                try:
-                    conn.execute("BEGIN IMMEDIATE")
-                    return
-                except sqlite3.OperationalError as exc:
-                    if "locked" not in str(exc) and "busy" not in str(exc):
-                        raise
-                    if time.monotonic() >= deadline:
-                        raise
-                time.sleep(wait)
-                wait = min(wait * 2, _BEGIN_LONGEST_WAIT_S)
-        finally:
-            conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_s * 1000)}")
+        deadline = time.monotonic() + self.busy_timeout_s
+        wait = _BEGIN_FIRST_WAIT_S
+        while True:
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) and "busy" not in str(exc):
+                    raise
+                if time.monotonic() >= deadline:
+                    raise
+            time.sleep(wait)
+            wait = min(wait * 2, _BEGIN_LONGEST_WAIT_S)
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
@@ -623,7 +624,7 @@ class SqliteOnlineStore(OnlineStore):
         with self._lock:
             conn = self._conn
             with self._guard():
-                conn.execute("BEGIN IMMEDIATE")
+                self._begin_write()
                 try:
                     for table in _STATE_TABLES:
                         conn.execute(f"DELETE FROM {table}")
@@ -638,11 +639,11 @@ class SqliteOnlineStore(OnlineStore):
                             ("generation", generation),
                         ],
                     )  # fmt: skip
+                    conn.execute("ANALYZE")
                 except BaseException:
                     conn.execute("ROLLBACK")
                     raise
                 conn.execute("COMMIT")
-                conn.execute("ANALYZE")
                 self._reload()
         return len(hist.txn)
 
