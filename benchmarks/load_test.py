@@ -19,6 +19,7 @@ whether the worker came back.
 import argparse
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -170,6 +171,11 @@ def run_load(
         "rss_mb_after_warmup": round(after_warmup[0], 1),
         "rss_mb_end": round(after_warmup[-1], 1),
         "rss_growth_pct": round(100.0 * (after_warmup[-1] / after_warmup[0] - 1.0), 2),
+        # Resident memory over the run, ten points: a leak climbs, a warming cache levels off.
+        "rss_mb_curve": [
+            [round(t), round(mb, 1)]
+            for t, mb in samples[:: max(1, len(samples) // 10)] + samples[-1:]
+        ],
         "logged_rows": logged_rows(log_url, run, ok),
         "run": run,
     }
@@ -202,7 +208,8 @@ def main() -> int:
         args.connections,
         args.kill_worker_at,
     )
-    result["command"] = " ".join([Path(sys.executable).name, *sys.argv]).replace(args.key, "***")
+    command = " ".join([Path(sys.executable).name, *sys.argv]).replace(args.key, "***")
+    result["command"] = re.sub(r"://([^:/@\s]+):[^@\s]+@", r"://\1:***@", command)
     print(json.dumps(result))
     ok = result["non_200"] == 0 and result["socket_errors"] == 0 and args.kill_worker_at is None
     return 0 if ok or args.kill_worker_at is not None else 1

@@ -1027,6 +1027,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     seed = sub.add_parser("seed", help="sample data, materialize the graph, create an API key")
     seed.add_argument("--rows", type=int, default=200_000)
     seed.add_argument("--start", help="first day of the sample (default: 61 days ago)")
+    seed.add_argument(
+        "--model-config",
+        type=json.loads,
+        help='the fraud_model asset\'s config as JSON, e.g. \'{"baselines": {"fpr": "<= 0.04"}}\'',
+    )
     sub.add_parser("status", help="every component's address and health")
     sub.add_parser("env", help="print export lines for a shell")
     sub.add_parser("down", help="stop every component; the data stays")
@@ -1044,7 +1049,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"Scoring  {url}  (docs at {url}/docs)")
         return 0
     if args.command == "seed":
-        result = stack.seed(args.rows, start=args.start)
+        result = stack.seed(args.rows, model_config=args.model_config, start=args.start)
         print(f"materialized {result.first_day}..{result.last_day} ({result.rows:,} rows)")
         print(f"run {result.run_id}\nAPI key {result.api_key}  (header X-API-Key)")
         return 0
