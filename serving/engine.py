@@ -573,17 +573,14 @@ class ScoringEngine:
     def explain(self, txn: Transaction) -> Explanation:
         """Every feature's exact contribution; a scored transaction_id is explained as scored."""
         model = self._model()
-        stored = None
-        try:
-            stored = self.store.lookup(txn.transaction_id)
-        except StoreUnavailable as exc:
-            logger.error("explaining %s without history: %s", txn.transaction_id, exc)
+        stxn = store_txn(txn)
+        # One store read gives either the payment's stored result or its history.
+        prepared, _ = self._prepare(stxn)
+        stored = prepared.existing
         if stored is not None and len(stored.features) == len(model.spec.features):
             features = np.asarray(stored.features, dtype=np.float64)
         else:
             stored = None
-            stxn = store_txn(txn)
-            prepared, _ = self._prepare(stxn)
             features = model.builder.build(
                 feature_input(txn, stxn.ts_ms), prepared.user, prepared.merchant
             )
