@@ -397,7 +397,8 @@ class Stack:
                 **base,
                 # Each replica keeps its own model cache, as separate containers would.
                 "FRAUD_HOME": str(self.root / f"scoring-{i}"),
-                "FRAUD_SERVING_WORKERS": self.env.get("FRAUD_SERVING_WORKERS", "1"),
+                # One worker each unless FRAUD_SERVING_WORKERS (environment or `env`) says.
+                "FRAUD_SERVING_WORKERS": base.get("FRAUD_SERVING_WORKERS", "1"),
             }
             found.append(
                 Component(

@@ -43,87 +43,91 @@ from serving.store_api import (
     to_ms,
 )
 
-# The commit of one payment, as a Lua function of its keys K and arguments A: idempotency
-# check, result, and every history update. Floats are written with %.17g, which round-trips
-# IEEE doubles exactly, so the running log-amount sums equal the offline cumulative sums bit
-# for bit.
+# The commit of one payment, as a Lua function of where its keys and arguments start in
+# KEYS and ARGV (8 and 15 of them, as `_commit_call` makes them): idempotency check, result,
+# and every history update. Floats are written with %.17g, which round-trips IEEE doubles
+# exactly, so the running log-amount sums equal the offline cumulative sums bit for bit.
+# Every key is passed in KEYS (never built inside the script), as Redis Cluster requires.
 _COMMIT_FUNCTION = """
-local function commit(K, A)
-  local existing = redis.call('HMGET', K[1], 'p', 'f', 'r', 'v')
+local function commit(ko, ao)
+  local tx = KEYS[ko + 1]
+  local existing = redis.call('HMGET', tx, 'p', 'f', 'r', 'v', 'm')
   if existing[1] then return existing end
-  local in_history = redis.call('EXISTS', K[1]) == 1
-  redis.call('HSET', K[1], 'm', A[1], 'ts', A[2], 'p', A[3], 'f', A[4],
-             'r', A[5], 'v', A[6])
-  redis.call('EXPIRE', K[1], A[13])
-  redis.call('SET', K[8], A[14], 'EX', A[13])
-  if in_history then return false end
-  local ts = tonumber(A[2])
-  redis.call('ZADD', K[3], ts, A[7])
-  redis.call('ZREMRANGEBYSCORE', K[3], '-inf', '(' .. A[12])
-  local st = redis.call('HMGET', K[2], 'n', 'ls', 'lss', 'last')
-  local x = tonumber(A[8])
+  local ttl = ARGV[ao + 13]
+  redis.call('HSET', tx, 'm', ARGV[ao + 1], 'ts', ARGV[ao + 2], 'p', ARGV[ao + 3],
+             'f', ARGV[ao + 4], 'r', ARGV[ao + 5], 'v', ARGV[ao + 6])
+  redis.call('EXPIRE', tx, ttl)
+  redis.call('SET', KEYS[ko + 8], ARGV[ao + 14], 'EX', ttl)
+  -- A transaction of the loaded history is counted already: only its result is new.
+  if existing[5] then return false end
+  local ts = tonumber(ARGV[ao + 2])
+  local cut = '(' .. ARGV[ao + 12]
+  local events = KEYS[ko + 3]
+  redis.call('ZADD', events, ts, ARGV[ao + 7])
+  redis.call('ZREMRANGEBYSCORE', events, '-inf', cut)
+  local user = KEYS[ko + 2]
+  local st = redis.call('HMGET', user, 'n', 'ls', 'lss', 'last')
+  local x = tonumber(ARGV[ao + 8])
   local n = (tonumber(st[1]) or 0) + 1
   local ls = (tonumber(st[2]) or 0) + x
   local lss = (tonumber(st[3]) or 0) + x * x
   local last = math.max(tonumber(st[4]) or -1, ts)
-  redis.call('HSET', K[2], 'n', string.format('%.17g', n), 'ls', string.format('%.17g', ls),
+  redis.call('HSET', user, 'n', string.format('%.17g', n), 'ls', string.format('%.17g', ls),
              'lss', string.format('%.17g', lss), 'last', string.format('%.17g', last))
-  redis.call('SADD', K[4], A[9])
-  redis.call('SADD', K[5], A[10])
-  redis.call('SADD', K[6], A[11])
-  redis.call('ZADD', K[7], ts, A[15])
-  redis.call('ZREMRANGEBYSCORE', K[7], '-inf', '(' .. A[12])
+  redis.call('SADD', KEYS[ko + 4], ARGV[ao + 9])
+  redis.call('SADD', KEYS[ko + 5], ARGV[ao + 10])
+  redis.call('SADD', KEYS[ko + 6], ARGV[ao + 11])
+  local merchant = KEYS[ko + 7]
+  redis.call('ZADD', merchant, ts, ARGV[ao + 15])
+  redis.call('ZREMRANGEBYSCORE', merchant, '-inf', cut)
   return false
 end
 """
 # One payment, atomically, in one round trip.
-_COMMIT_LUA = _COMMIT_FUNCTION + "return commit(KEYS, ARGV)\n"
+_COMMIT_LUA = _COMMIT_FUNCTION + "return commit(0, 0)\n"
 # Many payments in order, each atomically (the whole script is), in one round trip: KEYS and
-# ARGV hold each payment's keys and arguments one after the other (8 and 15 of them, as
-# `_commit_call` makes them).
+# ARGV hold each payment's keys and arguments one after the other.
 _COMMIT_MANY_LUA = (
     _COMMIT_FUNCTION
     + """
 local out = {}
-local nk, na = 8, 15
-for i = 0, #KEYS / nk - 1 do
-  local K, A = {}, {}
-  for j = 1, nk do K[j] = KEYS[i * nk + j] end
-  for j = 1, na do A[j] = ARGV[i * na + j] end
-  out[i + 1] = commit(K, A)
+for i = 0, #KEYS / 8 - 1 do
+  out[i + 1] = commit(i * 8, i * 15)
 end
 return out
 """
 )
 # Everything `prepare` reads of many payments, in one script: per payment its stored result,
 # its customer's recent events, moments and "seen" flags, and its merchant's window counts and
-# labels known. ARGV: the key prefix, the history span, the number of merchant windows and
-# their widths, then six fields a payment (tid, user, merchant, ts, device, country).
+# labels known. KEYS: nine a payment (`_read_keys`). ARGV: the history span, the number of
+# merchant windows and their widths, then four fields a payment (ts, device, merchant,
+# country).
 _PREPARE_MANY_LUA = """
-local p = ARGV[1]
-local history = tonumber(ARGV[2])
-local nw = tonumber(ARGV[3])
+local history = tonumber(ARGV[1])
+local nw = tonumber(ARGV[2])
 local widths = {}
-for w = 1, nw do widths[w] = tonumber(ARGV[3 + w]) end
+for w = 1, nw do widths[w] = tonumber(ARGV[2 + w]) end
 local out = {}
-for i = 4 + nw, #ARGV, 6 do
-  local tid, u, m = ARGV[i], ARGV[i + 1], ARGV[i + 2]
-  local ts = tonumber(ARGV[i + 3])
-  local uk, mk = p .. 'u:' .. u, p .. 'm:' .. m
+local a = 2 + nw
+for k = 0, #KEYS - 9, 9 do
+  local ts = tonumber(ARGV[a + 1])
   local row = {
-    redis.call('HMGET', p .. 'tx:' .. tid, 'p', 'f', 'r', 'v', 'm'),
-    redis.call('ZRANGEBYSCORE', uk .. ':ev', ts - history, ts, 'WITHSCORES'),
-    redis.call('HMGET', uk, 'n', 'ls', 'lss', 'last'),
-    redis.call('SISMEMBER', uk .. ':dev', ARGV[i + 4]),
-    redis.call('SISMEMBER', uk .. ':mer', m),
-    redis.call('SISMEMBER', uk .. ':cty', ARGV[i + 5]),
+    redis.call('HMGET', KEYS[k + 1], 'p', 'f', 'r', 'v', 'm'),
+    redis.call('ZRANGEBYSCORE', KEYS[k + 2], ts - history, ts, 'WITHSCORES'),
+    redis.call('HMGET', KEYS[k + 3], 'n', 'ls', 'lss', 'last'),
+    redis.call('SISMEMBER', KEYS[k + 4], ARGV[a + 2]),
+    redis.call('SISMEMBER', KEYS[k + 5], ARGV[a + 3]),
+    redis.call('SISMEMBER', KEYS[k + 6], ARGV[a + 4]),
   }
+  local merchant = KEYS[k + 7]
   for w = 1, nw do
-    row[#row + 1] = redis.call('ZCOUNT', mk .. ':ev', ts - widths[w], ts)
+    row[6 + w] = redis.call('ZCOUNT', merchant, ts - widths[w], ts)
   end
-  row[#row + 1] = redis.call('ZCOUNT', mk .. ':lab', '-inf', '(' .. ts)
-  row[#row + 1] = redis.call('ZCOUNT', mk .. ':fr', '-inf', '(' .. ts)
+  local before = '(' .. ARGV[a + 1]
+  row[7 + nw] = redis.call('ZCOUNT', KEYS[k + 8], '-inf', before)
+  row[8 + nw] = redis.call('ZCOUNT', KEYS[k + 9], '-inf', before)
   out[#out + 1] = row
+  a = a + 4
 end
 return out
 """
@@ -197,12 +201,25 @@ class RedisOnlineStore(OnlineStore):
 
     def _read(self, txns: Sequence[StoreTxn]) -> list[list[Any]]:
         """Every payment's reads, done by one server-side script in one round trip."""
-        args: list[Any] = [self.prefix, HISTORY_MS, len(MERCHANT_WINDOWS_MS)]
-        args += list(MERCHANT_WINDOWS_MS.values())
+        p = self.prefix
+        keys: list[str] = []
+        args: list[Any] = [HISTORY_MS, len(MERCHANT_WINDOWS_MS), *MERCHANT_WINDOWS_MS.values()]
         for t in txns:
-            args += (t.transaction_id, t.user_id, t.merchant_id, t.ts_ms, t.device_id, t.country)
+            user, merchant = f"{p}u:{t.user_id}", f"{p}m:{t.merchant_id}"
+            keys += (
+                f"{p}tx:{t.transaction_id}",
+                f"{user}:ev",
+                user,
+                f"{user}:dev",
+                f"{user}:mer",
+                f"{user}:cty",
+                f"{merchant}:ev",
+                f"{merchant}:lab",
+                f"{merchant}:fr",
+            )
+            args += (t.ts_ms, t.device_id, t.merchant_id, t.country)
         with self._guard():
-            return self._prepare_many(keys=[], args=args)  # type: ignore[no-any-return]
+            return self._prepare_many(keys=keys, args=args)  # type: ignore[no-any-return]
 
     def _prepared(self, txn: StoreTxn, out: Sequence[Any]) -> Prepared:
         stored, events, moments, dev, mer, cty = out[:6]
