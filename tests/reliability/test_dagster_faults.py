@@ -8,7 +8,6 @@ the sensor is evaluated and however the daemon was stopped.
 
 import json
 import logging
-import os
 import signal
 import subprocess
 import time
@@ -186,11 +185,6 @@ def _assert_rerun_clean(platform: Platform, killed: dg.DagsterRun, rerun: dg.Dag
     log.info(f"{checked} files whole and readable; runs {killed.run_id} / {rerun.run_id}")
 
 
-@pytest.mark.skipif(
-    os.environ.get("FRAUD_FULL_FAULTS") != "1",
-    reason="a second kill point (feature_set mid-write) for FRAUD_FULL_FAULTS=1 runs; CI time is "
-    "spent on the kill after registration, which also reruns every asset and reads them back",
-)
 def test_run_killed_while_feature_set_writes_reruns_cleanly(
     ingested: Platform, tmp_path: Path
 ) -> None:
