@@ -40,6 +40,7 @@ from serving.store_api import (
     StoreTxn,
     StoreUnavailable,
     empty_history,
+    log_amounts,
     to_ms,
 )
 
@@ -201,21 +202,21 @@ class RedisOnlineStore(OnlineStore):
 
     def _read(self, txns: Sequence[StoreTxn]) -> list[list[Any]]:
         """Every payment's reads, done by one server-side script in one round trip."""
-        p = self.prefix
+        k = self._k
         keys: list[str] = []
         args: list[Any] = [HISTORY_MS, len(MERCHANT_WINDOWS_MS), *MERCHANT_WINDOWS_MS.values()]
         for t in txns:
-            user, merchant = f"{p}u:{t.user_id}", f"{p}m:{t.merchant_id}"
+            u, m = t.user_id, t.merchant_id
             keys += (
-                f"{p}tx:{t.transaction_id}",
-                f"{user}:ev",
-                user,
-                f"{user}:dev",
-                f"{user}:mer",
-                f"{user}:cty",
-                f"{merchant}:ev",
-                f"{merchant}:lab",
-                f"{merchant}:fr",
+                k("tx", t.transaction_id),
+                k("u", u, "ev"),
+                k("u", u),
+                k("u", u, "dev"),
+                k("u", u, "mer"),
+                k("u", u, "cty"),
+                k("m", m, "ev"),
+                k("m", m, "lab"),
+                k("m", m, "fr"),
             )
             args += (t.ts_ms, t.device_id, t.merchant_id, t.country)
         with self._guard():
@@ -267,8 +268,9 @@ class RedisOnlineStore(OnlineStore):
                 existing[i] = prepared.existing
         return PreparedBatch(HistoryBatch.from_histories(pairs), existing, in_history)
 
-    def _commit_call(self, c: Commit) -> tuple[list[str], list[str]]:
-        """KEYS and ARGV of the atomic commit script for one scored payment."""
+    def _commit_call(self, c: Commit, log_amount: float) -> tuple[list[str], list[str]]:
+        """KEYS and ARGV of the atomic commit script for one scored payment (`log_amount`
+        from `log_amounts`)."""
         txn, prediction_id = c.txn, c.prediction_id
         u, m = txn.user_id, txn.merchant_id
         keys = [
@@ -289,7 +291,7 @@ class RedisOnlineStore(OnlineStore):
             c.response or "",
             c.model_version,
             f"{txn.transaction_id}|{float(txn.amount)!r}",
-            repr(float(np.log1p(txn.amount))),
+            repr(log_amount),
             txn.device_id,
             txn.merchant_id,
             txn.country,
@@ -309,7 +311,7 @@ class RedisOnlineStore(OnlineStore):
         response: str | None,
     ) -> StoredResult | None:
         commit = Commit(txn, features, prediction_id, model_version, response)
-        keys, args = self._commit_call(commit)
+        keys, args = self._commit_call(commit, log_amounts([txn.amount])[0])
         with self._guard():
             result = self._commit(keys=keys, args=args)
         if result:
@@ -322,8 +324,9 @@ class RedisOnlineStore(OnlineStore):
             return {}
         keys: list[str] = []
         args: list[str] = []
-        for c in commits:
-            k, a = self._commit_call(c)
+        logs = log_amounts([c.txn.amount for c in commits])
+        for c, log_amount in zip(commits, logs, strict=True):
+            k, a = self._commit_call(c, log_amount)
             keys += k
             args += a
         with self._guard():

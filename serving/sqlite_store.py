@@ -52,6 +52,7 @@ from serving.store_api import (
     StoreTxn,
     StoreUnavailable,
     empty_history,
+    log_amounts,
     to_ms,
 )
 from serving.store_state import StoreState
@@ -125,12 +126,6 @@ INSERT OR REPLACE INTO meta VALUES
 """
 _BEGIN_FIRST_WAIT_S = 25e-6
 _BEGIN_LONGEST_WAIT_S = 5e-4
-
-
-def _log_amounts(amounts: Sequence[float]) -> list[float]:
-    # numpy's log1p over an array, as the offline pipeline computes it, so the moments
-    # agree to the last bit.
-    return np.log1p(np.asarray(amounts, dtype=np.float64)).tolist()  # type: ignore[no-any-return]
 
 
 def _scored_row(c: Commit, now_ms: int) -> tuple[Any, ...]:
@@ -336,7 +331,7 @@ class SqliteOnlineStore(OnlineStore):
         if not payments:
             return
         state = self._state
-        logs = _log_amounts([p[5] for p in payments])
+        logs = log_amounts([p[5] for p in payments])
         for (seq, tid, user, merchant, ts, amount, device, country), log_amount in zip(
             payments, logs, strict=True
         ):
@@ -534,7 +529,7 @@ class SqliteOnlineStore(OnlineStore):
         """Add this store's own committed payments to the state (the log's next rows)."""
         state = self._state
         expected = self._seq + len(commits)
-        logs = _log_amounts([c.txn.amount for c in commits])
+        logs = log_amounts([c.txn.amount for c in commits])
         for c, log_amount in zip(commits, logs, strict=True):
             t = c.txn
             state.add_payment(

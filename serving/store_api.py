@@ -147,6 +147,13 @@ def features_json(features: np.ndarray | Sequence[float]) -> str:
     return _encoder.encode(values.tolist()).decode()
 
 
+def log_amounts(amounts: Sequence[float]) -> list[float]:
+    """log1p of payment amounts as the stores add them to the running moments: numpy's
+    log1p over an array, as the offline pipeline computes it, so the moments agree to the
+    last bit."""
+    return np.log1p(np.asarray(amounts, dtype=np.float64)).tolist()  # type: ignore[no-any-return]
+
+
 def features_json_rows(x: np.ndarray) -> list[str]:
     """`features_json` of every row of `x`, the finite rows encoded in one call."""
     x = np.asarray(x, dtype=np.float64)
