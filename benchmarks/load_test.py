@@ -34,7 +34,7 @@ import psutil
 import sqlalchemy as sa
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from serving_bench import ensure_wrk, lua, time_marker
+from serving_bench import ensure_wrk, lua, replay_days, time_marker
 
 WARMUP_S = 10.0
 
@@ -117,11 +117,8 @@ def run_load(
         for p in payments
     ]
     stamps = [str(p["timestamp"]) for p in payments if "timestamp" in p]
-    days = 0
-    if stamps:
-        last = max(pd.Timestamp(x) for x in stamps)
-        last = last.tz_localize("UTC") if last.tzinfo is None else last
-        days = max(0, int((pd.Timestamp.now(tz="UTC") - last) / pd.Timedelta(days=1)) - 1)
+    parsed = pd.to_datetime(stamps, format="ISO8601", utc=True)
+    days = replay_days(pd.DataFrame({"timestamp": parsed})) if stamps else 0
     with tempfile.TemporaryDirectory() as folder:
         script = Path(folder) / "load.lua"
         # Scoring stops 3 s before wrk does, so every scoring request gets its answer.
