@@ -17,8 +17,6 @@ from typing import TypeVar
 import msgspec
 from pydantic import BaseModel
 
-from serving.schemas import BatchResponse, FraudScore
-
 _encoder = msgspec.json.Encoder()
 
 
@@ -66,8 +64,7 @@ def decode_scored(text: str | bytes) -> Scored:
 Model = TypeVar("Model", bound=BaseModel)
 
 
-def as_model(answer: Scored | ScoredBatch, model: type[Model] | None = None) -> Model:
-    """The pydantic model of an answer, for callers that declare one (BentoML's API methods
-    validate what they return against the method's annotation)."""
-    target = model or (BatchResponse if isinstance(answer, ScoredBatch) else FraudScore)
-    return target.model_validate_json(_encoder.encode(answer))  # type: ignore[return-value]
+def as_model(answer: Scored | ScoredBatch, model: type[Model]) -> Model:
+    """An answer as its pydantic `model`, for callers that declare one (BentoML's API
+    methods validate what they return against the method's annotation)."""
+    return model.model_validate_json(_encoder.encode(answer))

@@ -51,7 +51,7 @@ def test_json_validates_as_the_model_with_the_same_values(score: float) -> None:
 def test_batch_and_conversion_for_bentoml_methods() -> None:
     answers = [_answer(reasons=k) for k in range(4)]
     batch = ScoredBatch(results=answers)
-    as_pydantic = as_model(batch)
+    as_pydantic = as_model(batch, BatchResponse)
     assert isinstance(as_pydantic, BatchResponse)
     assert json.loads(encode(batch)) == json.loads(as_pydantic.model_dump_json())
     single = as_model(answers[0], FraudScore)
