@@ -208,12 +208,28 @@ class ChampionModel:
         return self._current
 
     def start(self, poll: bool = True) -> None:
-        """Serve the cached champion at once if there is one, then follow the registry."""
+        """Take the cached champion if there is one, then follow the registry.
+
+        With a cached champion, `start` still waits up to `startup_check_s` for the first
+        look at the registry before it returns (and the service reports ready). That look
+        imports MLflow and opens its stores, ~3 s of CPU; done after the service is ready,
+        it held the interpreter lock against requests for those seconds, and batches
+        were scored 4-5 times slower. It also means a restart serves the current champion, not
+        the one cached before the alias moved. If MLflow does not answer in time, the
+        cached model is served and the look goes on in the background.
+        """
         self._load_cached_pointer()
         self._thread = threading.Thread(
             target=self._run, args=(poll,), name="champion-poller", daemon=True
         )
         self._thread.start()
+        wait = self.settings.startup_check_s
+        if self._current is not None and wait > 0 and not self._first_check.wait(wait):
+            logger.warning(
+                "the MLflow registry did not answer within %.0f s; serving cached v%s",
+                wait,
+                self._current.version,
+            )
 
     def stop(self, timeout: float = 5.0) -> None:
         self._stop.set()

@@ -8,6 +8,7 @@ database.
 | variable | default | meaning |
 | --- | --- | --- |
 | `FRAUD_MODEL_POLL_SECONDS` | 30 | how often the `champion` alias is checked |
+| `FRAUD_MODEL_STARTUP_CHECK_SECONDS` | 10 | longest wait on the registry when starting from cache |
 | `FRAUD_REVIEW_BAND` | 0.5 | review when score >= threshold x band |
 | `FRAUD_ONLINE_STORE_URL` | `FRAUD_HOME/serving/online.db` | a SQLite path or `redis://...` |
 | `FRAUD_PREDICTION_LOG_URL` | `FRAUD_PLATFORM_DB_URL` | SQLAlchemy URL of the prediction log |
@@ -71,6 +72,7 @@ class ServingSettings:
     store_timeout_s: float = 0.25
     alert_webhook_url: str | None = None
     log_flush_s: float = 0.5
+    startup_check_s: float = 10.0
 
     @property
     def serving_dir(self) -> Path:
@@ -110,4 +112,5 @@ class ServingSettings:
             alert_webhook_url=source.get("FRAUD_ALERT_WEBHOOK_URL") or None,
             log_flush_s=max(0.01, float(source.get("FRAUD_PREDICTION_LOG_FLUSH_MS", "500")))
             / 1000.0,
+            startup_check_s=max(0.0, float(source.get("FRAUD_MODEL_STARTUP_CHECK_SECONDS", "10"))),
         )

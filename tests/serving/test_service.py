@@ -569,6 +569,24 @@ def test_corrupt_artifact_is_refused(
         )
 
 
+def test_restart_from_cache_confirms_the_champion_before_it_is_ready(
+    model_world: ModelWorld, tmp_path: Path, clean_env: pytest.MonkeyPatch
+) -> None:
+    """A restart takes its model from the cache but looks at the registry before startup
+    ends, so no registry work competes with requests once the service is ready."""
+    home = tmp_path / "home"
+    with running(model_world, home, clean_env) as (client, _):
+        wait_for(client, lambda b: b["ready"] and registry_checked(b))
+    assert (home / "serving" / "cache" / MODEL_NAME).is_dir()
+    with running(model_world, home, clean_env) as (client, headers):
+        body = client.get("/readyz").json()  # the first answer, no waiting
+        assert body["ready"] and registry_checked(body)
+        assert body["model"]["source"] == "registry"
+        assert body["registry"]["reachable"] is True
+        response = client.post("/predict", json=transaction(model_world, 16), headers=headers)
+        assert response.status_code == 200, response.text
+
+
 def test_mlflow_unreachable(
     model_world: ModelWorld, tmp_path: Path, clean_env: pytest.MonkeyPatch
 ) -> None:
