@@ -212,11 +212,11 @@ class ChampionModel:
 
         With a cached champion, `start` still waits up to `startup_check_s` for the first
         look at the registry before it returns (and the service reports ready). That look
-        imports MLflow and opens its stores, ~3 s of CPU; done after the service is ready,
-        it held the interpreter lock against requests for those seconds, and batches
-        were scored 4-5 times slower. It also means a restart serves the current champion, not
-        the one cached before the alias moved. If MLflow does not answer in time, the
-        cached model is served and the look goes on in the background.
+        imports MLflow and opens its stores, ~2.7 s of CPU; done after the service was
+        ready, it held the interpreter lock against requests for those seconds, and batches
+        were scored 4-5 times slower. A restart also serves the current champion, not the
+        one cached before the alias moved. If MLflow does not answer in time, the cached
+        model is served and the look goes on in the background.
         """
         self._load_cached_pointer()
         self._thread = threading.Thread(
