@@ -38,6 +38,7 @@ from serving.store_api import StoreTxn, empty_history
 KEEP_MS = HISTORY_MS + MS_PER_HOUR
 _MERCHANT_TRIM_SLACK_MS = MS_PER_HOUR
 _WINDOWS = tuple(MERCHANT_WINDOWS_MS.items())
+_WIDTHS = tuple(MERCHANT_WINDOWS_MS.values())
 
 
 class UserState:
@@ -68,7 +69,7 @@ class UserState:
         """The payments of the last 7 days up to and including `ts`, in canonical order."""
         events = self.events
         lo = bisect_left(events, (ts - HISTORY_MS,))
-        hi = bisect_left(events, (ts + 1,))
+        hi = bisect_left(events, (ts + 1,), lo)
         return events[lo:hi]
 
 
@@ -82,11 +83,18 @@ class MerchantState:
         self.known: list[int] = []  # every label
         self.fraud: list[int] = []  # the fraud labels only
 
-    def counts(self, ts: int) -> dict[str, float]:
-        """Payments in each window [ts - width, ts], both ends included."""
+    def window_counts(self, ts: int) -> list[int]:
+        """Payments in each window [ts - width, ts], both ends included, in window order."""
         events = self.events
         hi = bisect_right(events, ts)
-        return {name: float(hi - bisect_left(events, ts - width)) for name, width in _WINDOWS}
+        return [hi - bisect_left(events, ts - width, 0, hi) for width in _WIDTHS]
+
+    def counts(self, ts: int) -> dict[str, float]:
+        """`window_counts` by window name."""
+        return {
+            name: float(count)
+            for (name, _), count in zip(_WINDOWS, self.window_counts(ts), strict=True)
+        }
 
 
 class StoreState:
@@ -218,7 +226,6 @@ class StoreState:
         event_ts: list[int] = []
         event_amount: list[float] = []
         users, merchants = self.users, self.merchants
-        widths = [width for _, width in _WINDOWS]
         for i, txn in enumerate(txns):
             ts = txn.ts_ms
             user = users.get(txn.user_id)
@@ -236,23 +243,18 @@ class StoreState:
                         txn.country in user.countries,
                     )
                 )
-                events = user.events
-                lo = bisect_left(events, (ts - HISTORY_MS,))
-                hi = bisect_left(events, (ts + 1,), lo)
-                if hi > lo:
-                    recent = events[lo:hi]
-                    event_row += [i] * (hi - lo)
+                recent = user.recent(ts)
+                if recent:
+                    event_row += [i] * len(recent)
                     event_ts += [e[0] for e in recent]
                     event_amount += [e[2] for e in recent]
             merchant = merchants.get(txn.merchant_id)
             if merchant is None:
                 merchant_rows.append(zero_merchant)
             else:
-                times = merchant.events
-                hi = bisect_right(times, ts)
                 merchant_rows.append(
                     (
-                        *[hi - bisect_left(times, ts - width, 0, hi) for width in widths],
+                        *merchant.window_counts(ts),
                         bisect_left(merchant.known, ts),
                         bisect_left(merchant.fraud, ts),
                     )
