@@ -56,6 +56,11 @@ def encode(answer: msgspec.Struct) -> bytes:
     return _encoder.encode(answer)
 
 
+def record_text(answer: Scored) -> str:
+    """An answer's JSON as text, as the online store keeps it for idempotent replays."""
+    return _encoder.encode(answer).decode()
+
+
 def decode_scored(text: str | bytes) -> Scored:
     """An answer back from its JSON (a stored idempotency record)."""
     return _decode_scored(text)

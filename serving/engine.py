@@ -22,7 +22,7 @@ import numpy as np
 
 from fraud_assets.core.live_batch import HistoryBatch, batch_features
 from serving.alerting import REGISTRY_UNREACHABLE, STORE_DOWN, ServiceAlerts
-from serving.answers import Reason, Scored, ScoredBatch, decode_scored, encode
+from serving.answers import Reason, Scored, ScoredBatch, decode_scored, record_text
 from serving.champion import ChampionModel, LoadedModel
 from serving.config import ServingSettings
 from serving.errors import fail
@@ -359,7 +359,7 @@ class ScoringEngine:
             degraded=False,
         )
         try:
-            self.store.save_responses([(stored.transaction_id, encode(result).decode())])
+            self.store.save_responses([(stored.transaction_id, record_text(result))])
         except StoreUnavailable as exc:
             logger.error("could not save the response of %s: %s", stored.transaction_id, exc)
         return result
@@ -398,7 +398,7 @@ class ScoringEngine:
         if not degraded:
             try:
                 earlier = self.store.commit(
-                    stxn, features, str(prediction_id), model.version, encode(result).decode()
+                    stxn, features, str(prediction_id), model.version, record_text(result)
                 )
             except StoreUnavailable as exc:
                 logger.error("%s scored but not recorded: %s", txn.transaction_id, exc)
@@ -410,7 +410,7 @@ class ScoringEngine:
                     return self._replay(earlier, model)
         if degraded:
             self.store.defer(
-                Commit(stxn, features, str(prediction_id), model.version, encode(result).decode())
+                Commit(stxn, features, str(prediction_id), model.version, record_text(result))
             )
         self._count_decision(decision, model.version)
         self._predict_timer.observe(time.perf_counter() - started)
@@ -549,7 +549,7 @@ class ScoringEngine:
             texts = features_json_rows(x)
             version = model.version
             commits = [
-                Commit(t, x[k], str(r.prediction_id), version, encode(r).decode(), texts[k])
+                Commit(t, x[k], str(r.prediction_id), version, record_text(r), texts[k])
                 for k, (t, r) in enumerate(zip(stxns, scored, strict=True))
             ]
             try:
@@ -565,7 +565,7 @@ class ScoringEngine:
                     x[k],
                     str(scored[k].prediction_id),
                     model.version,
-                    encode(scored[k]).decode(),
+                    record_text(scored[k]),
                 )
             )
         return {}
