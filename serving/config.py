@@ -20,6 +20,7 @@ database.
 | `FRAUD_ONLINE_STORE_TIMEOUT_MS` | 250 | longest wait on the online store before scoring degraded |
 | `FRAUD_PREDICTION_LOG_FLUSH_MS` | 500 | how often the prediction log writes its queued rows |
 | `FRAUD_DIRECT_ANSWERS` | 1 | 0 sends requests through BentoML's request pipeline |
+| `FRAUD_ENGINE_THREAD` | auto | 1 scores on a thread beside the event loop; auto: with Redis |
 """
 
 from __future__ import annotations
@@ -52,6 +53,27 @@ def direct_answers_enabled(env: Mapping[str, str] | None = None) -> bool:
     return source.get("FRAUD_DIRECT_ANSWERS", "1").strip().lower() not in {"0", "false", "no"}
 
 
+def is_remote_store(url: str) -> bool:
+    """Whether an online store URL names Redis; anything else is a SQLite path."""
+    return url.startswith(("redis://", "rediss://", "unix://"))
+
+
+def _engine_thread(value: str, store_url: str) -> bool:
+    """Whether engine calls run on their own thread (`serving.engine_thread`).
+
+    `auto` turns it on for a remote online store, whose round trips would otherwise stop
+    the event loop; with the embedded SQLite store there is no wait to overlap.
+    """
+    value = value.strip().lower()
+    if value == "auto":
+        return is_remote_store(store_url)
+    if value in {"1", "true", "yes", "on"}:
+        return True
+    if value in {"0", "false", "no", "off"}:
+        return False
+    raise ValueError(f"FRAUD_ENGINE_THREAD must be auto, 1 or 0, not {value!r}")
+
+
 @dataclass(frozen=True)
 class ServingSettings:
     """Where the service finds its model, keeps its state and logs its predictions."""
@@ -73,6 +95,7 @@ class ServingSettings:
     alert_webhook_url: str | None = None
     log_flush_s: float = 0.5
     startup_check_s: float = 10.0
+    engine_thread: bool = False
 
     @property
     def serving_dir(self) -> Path:
@@ -90,6 +113,7 @@ class ServingSettings:
         mode = source.get("FRAUD_REASON_CODES", "fast").strip().lower()
         if mode not in ("auto", "exact", "fast"):
             raise ValueError(f"FRAUD_REASON_CODES must be auto, exact or fast, not {mode!r}")
+        store_url = source.get("FRAUD_ONLINE_STORE_URL", store_default)
         band = float(source.get("FRAUD_REVIEW_BAND", "0.5"))
         if not 0.0 < band <= 1.0:
             raise ValueError(f"FRAUD_REVIEW_BAND must be in (0, 1], not {band}")
@@ -100,7 +124,7 @@ class ServingSettings:
             platform_db_url=base.platform_db_url,
             poll_seconds=max(0.05, float(source.get("FRAUD_MODEL_POLL_SECONDS", "30"))),
             review_band=band,
-            online_store_url=source.get("FRAUD_ONLINE_STORE_URL", store_default),
+            online_store_url=store_url,
             prediction_log_url=source.get("FRAUD_PREDICTION_LOG_URL", base.platform_db_url),
             rate_limit_per_min=max(1, int(source.get("FRAUD_RATE_LIMIT_PER_MIN", "1000"))),
             auth_disabled=_flag(source.get("FRAUD_AUTH_DISABLED")),
@@ -113,4 +137,5 @@ class ServingSettings:
             log_flush_s=max(0.01, float(source.get("FRAUD_PREDICTION_LOG_FLUSH_MS", "500")))
             / 1000.0,
             startup_check_s=max(0.0, float(source.get("FRAUD_MODEL_STARTUP_CHECK_SECONDS", "10"))),
+            engine_thread=_engine_thread(source.get("FRAUD_ENGINE_THREAD", "auto"), store_url),
         )

@@ -24,6 +24,7 @@ from pydantic import BaseModel, ValidationError
 from serving.answers import encode
 from serving.coalesce import PredictQueue
 from serving.config import MAX_BODY_BYTES, direct_answers_enabled
+from serving.engine_thread import EngineThread
 from serving.errors import REQUEST, ApiError, ApiErrorInfo, RequestSlot, from_validation, rewrite
 from serving.keys import KeyStoreUnavailable
 from serving.openapi import service_document
@@ -107,10 +108,13 @@ class Gateway:
         self.engine: Any = None
         self.direct = direct_answers_enabled() if direct is None else direct
         self.queue: PredictQueue | None = None
+        self.thread: EngineThread | None = None
 
     def _queue(self, engine: Any) -> PredictQueue:
         if self.queue is None or self.queue.engine is not engine:
-            self.queue = PredictQueue(engine)
+            if engine.settings.engine_thread and self.thread is None:
+                self.thread = EngineThread()
+            self.queue = PredictQueue(engine, thread=self.thread)
         return self.queue
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -140,6 +144,8 @@ class Gateway:
             # The service instance is created during startup; bind to the one of this app.
             if message.get("type") == "lifespan.startup.complete":
                 self.engine = self.engines.engine
+            elif message.get("type") == "lifespan.shutdown.complete" and self.thread is not None:
+                self.thread.close()
             await send(message)
 
         return wrapped
@@ -286,12 +292,14 @@ class Gateway:
         try:
             # An empty body is an empty object: the answer lists every missing field.
             request = route.request.model_validate_json(body if body.strip() else b"{}")
+            queue = self._queue(engine)
             if path == "/predict":
-                result = await self._queue(engine).score(request, slot.api_key, started)
-            elif route.with_key:
-                result = getattr(engine, route.method)(request, slot.api_key)
+                result = await queue.score(request, slot.api_key, started)
             else:
-                result = getattr(engine, route.method)(request)
+                method = getattr(engine, route.method)
+                args = (request, slot.api_key) if route.with_key else (request,)
+                # On the engine thread when there is one, so engine calls never overlap.
+                result = await queue.thread.call(method, *args) if queue.thread else method(*args)
             payload = (
                 encode(result)
                 if isinstance(result, msgspec.Struct)

@@ -27,6 +27,7 @@ from pathlib import Path
 import pandas as pd
 
 from fraud_assets.core.features import FeatureSpec
+from serving.config import is_remote_store
 from serving.redis_store import RedisOnlineStore
 from serving.sqlite_store import SqliteOnlineStore
 from serving.store_api import (
@@ -61,7 +62,7 @@ def open_store(url: str, timeout_s: float = 5.0) -> OnlineStore:
     `timeout_s` is Redis' network timeout. SQLite keeps its own lock wait: a busy file is
     a moment's wait on another writer, not an outage.
     """
-    if url.startswith(("redis://", "rediss://", "unix://")):
+    if is_remote_store(url):
         return RedisOnlineStore(url, timeout_s=timeout_s)
     path = url.removeprefix("sqlite:///") if url.startswith("sqlite:///") else url
     return SqliteOnlineStore(Path(path))

@@ -23,6 +23,8 @@ from collections import defaultdict
 from collections.abc import Mapping
 from pathlib import Path
 
+from serving.config import is_remote_store
+
 logger = logging.getLogger("serving.ratelimit")
 
 WINDOW_S = 60.0
@@ -212,7 +214,7 @@ class RateLimiter:
 
 def open_limiter(store_url: str, limit_per_min: int) -> RateLimiter:
     """A limiter whose counters live beside the online store named by `store_url`."""
-    if store_url.startswith(("redis://", "rediss://", "unix://")):
+    if is_remote_store(store_url):
         return RateLimiter(limit_per_min, RedisCounters(store_url))
     path = store_url.removeprefix("sqlite:///") if store_url.startswith("sqlite:///") else store_url
     return RateLimiter(limit_per_min, SqliteCounters(Path(path)))

@@ -414,13 +414,16 @@ def test_batch_equals_single(
         ]
 
 
+@pytest.mark.parametrize("engine_thread", ["0", "1"], ids=["on-the-loop", "engine-thread"])
 def test_concurrent_singles_are_scored_together_as_if_alone(
-    model_world: ModelWorld, tmp_path: Path, clean_env: pytest.MonkeyPatch
+    model_world: ModelWorld, tmp_path: Path, clean_env: pytest.MonkeyPatch, engine_thread: str
 ) -> None:
-    """Payments ready on the same turn of the event loop share one store read and write."""
+    """Payments ready on the same turn of the event loop share one store read and write,
+    whether the engine runs on the loop or on its own thread."""
     import asyncio
 
     from serving.coalesce import PredictQueue
+    from serving.engine_thread import EngineThread
     from serving.gateway import ENGINES
     from serving.schemas import Transaction
 
@@ -432,9 +435,13 @@ def test_concurrent_singles_are_scored_together_as_if_alone(
     with running(model_world, tmp_path / "single", clean_env) as (client, headers):
         wait_for(client, lambda b: b["ready"])
         singles = [client.post("/predict", json=p, headers=headers).json() for p in payments]
-    with running(model_world, tmp_path / "together", clean_env) as (client, headers):
+    with running(
+        model_world, tmp_path / "together", clean_env, FRAUD_ENGINE_THREAD=engine_thread
+    ) as (client, headers):
         wait_for(client, lambda b: b["ready"])
-        queue = PredictQueue(ENGINES.engine)
+        assert ENGINES.engine.settings.engine_thread is (engine_thread == "1")
+        thread = EngineThread() if engine_thread == "1" else None
+        queue = PredictQueue(ENGINES.engine, thread=thread)
 
         async def all_at_once() -> list[Any]:
             return await asyncio.gather(
@@ -445,6 +452,8 @@ def test_concurrent_singles_are_scored_together_as_if_alone(
             )
 
         together = asyncio.run(all_at_once())
+        if thread is not None:
+            thread.close()
         assert (queue.batches, queue.payments) == (1, len(payments))
         # Over HTTP too: concurrent requests all answered, each with its own prediction.
         more = [transaction(model_world, 100 + i, user_id=user) for i in range(24)]
@@ -460,6 +469,24 @@ def test_concurrent_singles_are_scored_together_as_if_alone(
             thread.join()
         assert all(a.status_code == 200 for a in answers)
         assert len({a.json()["prediction_id"] for a in answers}) == len(more)
+        # The other routes take the same path to the engine (its thread, when there is one).
+        batch = client.post(
+            "/predict/batch",
+            json={"transactions": [transaction(model_world, 200 + i) for i in range(5)]},
+            headers=headers,
+        )
+        assert batch.status_code == 200 and len(batch.json()["results"]) == 5
+        label = client.post(
+            "/feedback",
+            json={
+                "prediction_id": answers[0].json()["prediction_id"],
+                "is_fraud": True,
+            },
+            headers=headers,
+        )
+        assert label.status_code == 200, label.text
+        repeat = client.post("/predict/explain", json=more[0], headers=headers)
+        assert repeat.status_code == 200, repeat.text
     for single, result in zip(singles, together, strict=True):
         assert result.transaction_id == single["transaction_id"]
         assert result.fraud_score == pytest.approx(single["fraud_score"], abs=1e-7)
