@@ -483,6 +483,20 @@ def home_inputs(home: Path, rows: int = 2000) -> tuple[Path, np.ndarray]:
     return model_dir / "model.onnx", features.to_numpy(np.float64)
 
 
+def tree_count(model_onnx: Path) -> int:
+    """Trees in the champion's ONNX file. The references' speed depends on it: ONNX Runtime
+    spreads a large tree ensemble over its intra-op threads, which `mlflow models serve`
+    leaves at their default, one spinning thread per core (see docs/benchmarks.md)."""
+    import onnx
+
+    for node in onnx.load(str(model_onnx)).graph.node:
+        if node.op_type.startswith("TreeEnsemble"):
+            for attribute in node.attribute:
+                if attribute.name == "nodes_treeids":
+                    return len(set(attribute.ints))
+    return 0
+
+
 def reference_env(env: dict[str, str]) -> dict[str, str]:
     base_env = {**os.environ, **env, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     # `mlflow models serve` starts `uvicorn` by name: the environment's bin must be on PATH.
@@ -513,6 +527,7 @@ def bench_embedded(
     with running_server(bentoml_serve_command(port), ours_env, f"{url}/readyz", log):
         out = measure_ours(wrk, [url], scripts, seconds)
     out.update(measure_references(wrk, folder, base_env, model_onnx, scripts, seconds))
+    out["model_trees"] = tree_count(model_onnx)
     out["ratios"] = ratios(out)
     out["topology"] = "embedded: 1 service, 2 workers, SQLite online store and prediction log"
     out["wrk_scripts"] = str(scripts)
@@ -536,6 +551,7 @@ def bench_stack(wrk: str, folder: Path, root: Path, run: str, seconds: int) -> d
     scripts = write_scripts(folder, payloads(live), vectors, key, run, replay_days(live))
     out = measure_ours(wrk, stack.scoring_urls, scripts, seconds)
     out.update(measure_references(wrk, folder, reference_env(env), model_onnx, scripts, seconds))
+    out["model_trees"] = tree_count(model_onnx)
     out["ratios"] = ratios(out)
     out["topology"] = (
         f"native stack: {len(stack.scoring_urls)} replicas x 1 worker, Redis online store, "
