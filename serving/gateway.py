@@ -1,4 +1,7 @@
-"""The ASGI layer in front of the API methods: keys, limits, readiness and error format.
+"""The ASGI app in front of the service: keys, limits, readiness and error format.
+
+It wraps BentoML's whole app (`serving.bentoml_fixes.in_front`), so the API routes it
+answers never cross BentoML's middleware stack; everything else goes on to BentoML.
 
 For the scoring routes it checks the `X-API-Key` header (401), the per-key rate limit
 (429 with Retry-After), the content type (415) and body size (413), and answers 503 while

@@ -64,3 +64,19 @@ def test_fixed_middleware_leaves_no_timer_and_still_times_out() -> None:
     assert fast == [200] * 200
     assert left == 0
     assert slow == [504]
+
+
+def test_the_gateway_is_in_front_of_bentomls_app(clean_env: Any) -> None:
+    """`to_asgi()` (what `bentoml serve` runs) is the gateway wrapping BentoML's whole app,
+    middleware stack included, so the API routes skip that stack and the rest reach it."""
+    from starlette.applications import Starlette
+
+    from serving.gateway import Gateway
+    from serving.service import FraudScorer
+
+    app = FraudScorer.to_asgi()
+    assert isinstance(app, Gateway)
+    assert isinstance(app.app, Starlette)
+    middleware = {m.cls.__name__ for m in app.app.user_middleware}
+    assert {"TimeoutMiddleware", "ContextMiddleware"} <= middleware
+    assert "Gateway" not in middleware
