@@ -109,6 +109,22 @@ def service(
         yield client, headers
 
 
+@pytest.fixture(params=["0", "1"], ids=["on-the-loop", "engine-thread"])
+def service_either_way(
+    request: pytest.FixtureRequest,
+    model_world: ModelWorld,
+    tmp_path: Path,
+    clean_env: pytest.MonkeyPatch,
+) -> Iterator[tuple[TestClient, dict[str, str]]]:
+    """The service with its engine on the event loop, and on its own thread."""
+    with running(model_world, tmp_path / "home", clean_env, FRAUD_ENGINE_THREAD=request.param) as (
+        client,
+        headers,
+    ):
+        wait_for(client, lambda b: b["ready"] and registry_checked(b))
+        yield client, headers
+
+
 def assert_error(response: Any, status: int, code: str | None = None) -> dict[str, Any]:
     assert response.status_code == status, response.text
     body = response.json()
@@ -527,10 +543,10 @@ def _engine() -> Any:
 
 
 def test_hot_swap_under_load(
-    service: tuple[TestClient, dict[str, str]],
+    service_either_way: tuple[TestClient, dict[str, str]],
     model_world: ModelWorld,
 ) -> None:
-    client, headers = service
+    client, headers = service_either_way
     old = champion_version(model_world)
     statuses: list[int] = []
     versions: list[str] = []
@@ -644,12 +660,16 @@ def test_mlflow_unreachable(
         assert client.get("/healthz").status_code == 200
 
 
+@pytest.mark.parametrize("engine_thread", ["0", "1"], ids=["on-the-loop", "engine-thread"])
 def test_prediction_log_is_flushed_on_shutdown(
-    model_world: ModelWorld, tmp_path: Path, clean_env: pytest.MonkeyPatch
+    model_world: ModelWorld, tmp_path: Path, clean_env: pytest.MonkeyPatch, engine_thread: str
 ) -> None:
     home = tmp_path / "home"
     sent = []
-    with running(model_world, home, clean_env) as (client, headers):
+    with running(model_world, home, clean_env, FRAUD_ENGINE_THREAD=engine_thread) as (
+        client,
+        headers,
+    ):
         wait_for(client, lambda b: b["ready"])
         _engine().log.flush_interval_s = 3600  # nothing is written until shutdown
         for i in range(25):
