@@ -16,7 +16,7 @@ database.
 | `FRAUD_AUTH_DISABLED` | 0 | 1 turns API keys off (local experiments only) |
 | `FRAUD_SERVING_WORKERS` | 2 | worker processes of `bentoml serve` |
 | `FRAUD_REASON_CODES` | fast | `fast` (path attribution), `exact` (TreeSHAP) or `auto` |
-| `FRAUD_ACCESS_LOG` | 0 | 1 turns on BentoML's per-request access log |
+| `FRAUD_ACCESS_LOG` | 0 | 1 writes every request to the access log (`bentoml.access`) |
 | `FRAUD_ONLINE_STORE_TIMEOUT_MS` | 250 | longest wait on the online store before scoring degraded |
 | `FRAUD_PREDICTION_LOG_FLUSH_MS` | 500 | how often the prediction log writes its queued rows |
 | `FRAUD_DIRECT_ANSWERS` | 1 | 0 sends requests through BentoML's request pipeline |
@@ -51,6 +51,11 @@ def direct_answers_enabled(env: Mapping[str, str] | None = None) -> bool:
     """
     source = os.environ if env is None else env
     return source.get("FRAUD_DIRECT_ANSWERS", "1").strip().lower() not in {"0", "false", "no"}
+
+
+def access_log_enabled(env: Mapping[str, str] | None = None) -> bool:
+    """Whether every request is written to the access log (FRAUD_ACCESS_LOG, default off)."""
+    return _flag((os.environ if env is None else env).get("FRAUD_ACCESS_LOG"))
 
 
 def is_remote_store(url: str) -> bool:
@@ -130,7 +135,7 @@ class ServingSettings:
             auth_disabled=_flag(source.get("FRAUD_AUTH_DISABLED")),
             workers=max(1, int(source.get("FRAUD_SERVING_WORKERS", "2"))),
             reason_codes=mode,  # type: ignore[arg-type]
-            access_log=_flag(source.get("FRAUD_ACCESS_LOG")),
+            access_log=access_log_enabled(source),
             store_timeout_s=max(0.01, float(source.get("FRAUD_ONLINE_STORE_TIMEOUT_MS", "250")))
             / 1000.0,
             alert_webhook_url=source.get("FRAUD_ALERT_WEBHOOK_URL") or None,

@@ -26,7 +26,7 @@ from pydantic import BaseModel, ValidationError
 
 from serving.answers import encode
 from serving.coalesce import PredictQueue
-from serving.config import MAX_BODY_BYTES, direct_answers_enabled
+from serving.config import MAX_BODY_BYTES, access_log_enabled, direct_answers_enabled
 from serving.engine_thread import EngineThread
 from serving.errors import REQUEST, ApiError, ApiErrorInfo, RequestSlot, from_validation, rewrite
 from serving.keys import KeyStoreUnavailable
@@ -34,6 +34,8 @@ from serving.openapi import service_document
 from serving.schemas import BatchRequest, Feedback, Transaction
 
 logger = logging.getLogger("serving.gateway")
+# BentoML's access log; the API routes answered here are written to it in its format.
+access_logger = logging.getLogger("bentoml.access")
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -100,16 +102,49 @@ async def _send_error(
     await _send_json(send, info.status, info.body(), headers)
 
 
+def _access_logged(scope: Scope, send: Send) -> Send:
+    """`send`, writing the request's line to the access log once the response is sent, as
+    BentoML's access log middleware does for the requests BentoML answers (no headers, no
+    body: neither the API key nor the payment reaches the log)."""
+    started = time.perf_counter()
+    client = scope.get("client")
+    address = f"{client[0]}:{client[1]}" if client else "_"
+    status = 0
+
+    async def logged(message: Message) -> None:
+        nonlocal status
+        if message["type"] == "http.response.start":
+            status = message["status"]
+        await send(message)
+        if message["type"] == "http.response.body" and not message.get("more_body"):
+            access_logger.info(
+                "%s (scheme=%s,method=%s,path=%s) (status=%d) %.3fms",
+                address,
+                scope.get("scheme", "http"),
+                scope.get("method", ""),
+                scope["path"],
+                status,
+                (time.perf_counter() - started) * 1000,
+            )
+
+    return logged
+
+
 class Gateway:
     """Pure ASGI middleware (no BaseHTTPMiddleware: it would add a task per request)."""
 
     def __init__(
-        self, app: ASGIApp, engines: EngineSlot = ENGINES, direct: bool | None = None
+        self,
+        app: ASGIApp,
+        engines: EngineSlot = ENGINES,
+        direct: bool | None = None,
+        access_log: bool | None = None,
     ) -> None:
         self.app = app
         self.engines = engines
         self.engine: Any = None
         self.direct = direct_answers_enabled() if direct is None else direct
+        self.access_log = access_log_enabled() if access_log is None else access_log
         self.queue: PredictQueue | None = None
         self.thread: EngineThread | None = None
 
@@ -138,6 +173,8 @@ class Gateway:
             )
             await send({"type": "http.response.body", "body": b""})
         elif path in API_ROUTES:
+            if self.access_log and self.direct:
+                send = _access_logged(scope, send)
             await self._api(scope, receive, send, path)
         else:
             await self.app(scope, receive, _ErrorRewriter(send, None))
