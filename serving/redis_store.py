@@ -45,7 +45,7 @@ from serving.store_api import (
 )
 
 # The commit of one payment, as a Lua function of where its keys and arguments start in
-# KEYS and ARGV (8 and 15 of them, as `_commit_call` makes them): idempotency check, result,
+# KEYS and ARGV (8 and 14 of them, as `_commit_call` makes them): idempotency check, result,
 # and every history update. Floats are written with %.17g, which round-trips IEEE doubles
 # exactly, so the running log-amount sums equal the offline cumulative sums bit for bit.
 # Every key is passed in KEYS (never built inside the script), as Redis Cluster requires.
@@ -79,7 +79,7 @@ local function commit(ko, ao)
   redis.call('SADD', KEYS[ko + 5], ARGV[ao + 10])
   redis.call('SADD', KEYS[ko + 6], ARGV[ao + 11])
   local merchant = KEYS[ko + 7]
-  redis.call('ZADD', merchant, ts, ARGV[ao + 15])
+  redis.call('ZADD', merchant, ts, ARGV[ao + 14])
   redis.call('ZREMRANGEBYSCORE', merchant, '-inf', cut)
   return false
 end
@@ -93,7 +93,7 @@ _COMMIT_MANY_LUA = (
     + """
 local out = {}
 for i = 0, #KEYS / 8 - 1 do
-  out[i + 1] = commit(i * 8, i * 15)
+  out[i + 1] = commit(i * 8, i * 14)
 end
 return out
 """
@@ -297,7 +297,7 @@ class RedisOnlineStore(OnlineStore):
             txn.country,
             str(txn.ts_ms - HISTORY_MS),
             str(self.ttl_s),
-            txn.transaction_id,
+            # The prediction's transaction, and the member of the merchant's event set.
             txn.transaction_id,
         ]
         return keys, args
