@@ -79,7 +79,11 @@ class PredictQueue:
         self.batches += 1
         self.payments += len(waiting)
         if thread is not None and len(waiting) > 1:
-            scoring = thread.submit(self._score, waiting)
+            try:
+                scoring = thread.submit(self._score, waiting)
+            except Exception as exc:  # the thread is shut down: the service is stopping
+                self._fail(waiting, exc)
+                return
             scoring.add_done_callback(lambda done: self._settle(waiting, done))
             return
         self._schedule(asyncio.get_running_loop())
@@ -103,12 +107,15 @@ class PredictQueue:
         )
 
     def _settle(self, waiting: list[Any], done: asyncio.Future[list[Scored]]) -> None:
-        exc = done.exception()
-        if exc is not None:
-            self._fail(waiting, exc)
-        else:
-            self._answer(waiting, done.result())
-        self._schedule(asyncio.get_running_loop())
+        try:
+            if done.cancelled():
+                self._fail(waiting, asyncio.CancelledError("scoring was cancelled"))
+            elif (exc := done.exception()) is not None:
+                self._fail(waiting, exc)
+            else:
+                self._answer(waiting, done.result())
+        finally:
+            self._schedule(asyncio.get_running_loop())
 
     @staticmethod
     def _fail(waiting: list[Any], exc: BaseException) -> None:

@@ -33,12 +33,15 @@ class EngineThread:
 
     def submit(self, fn: Callable[..., T], *args: Any) -> asyncio.Future[T]:
         """Hand `fn(*args)` to the thread; the returned future resolves on the running loop."""
+        loop = asyncio.get_running_loop()
+        work = self._pool.submit(fn, *args)
         self.busy += 1
-        future = asyncio.wrap_future(self._pool.submit(fn, *args))
-        future.add_done_callback(self._done)
-        return future
+        # The call counts as busy until the thread has finished it, even if whoever awaits
+        # it is cancelled meanwhile (a started call cannot be stopped).
+        work.add_done_callback(lambda _: loop.call_soon_threadsafe(self._done))
+        return asyncio.wrap_future(work, loop=loop)
 
-    def _done(self, _: asyncio.Future[Any]) -> None:
+    def _done(self) -> None:
         self.busy -= 1
         if not self.busy and self._when_idle:
             waiting, self._when_idle = self._when_idle, []

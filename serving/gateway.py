@@ -45,6 +45,8 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 SCORING_ROUTES = frozenset({"/predict", "/predict/batch", "/predict/explain"})
 API_ROUTES = SCORING_ROUTES | {"/feedback"}
+# Answered here without the engine; everything else goes to BentoML's app.
+OWN_ROUTES = frozenset({"/readyz", "/docs.json", "/docs"})
 JSON_HEADERS = [(b"content-type", b"application/json")]
 BODY_TIMEOUT_SECONDS = 10.0
 
@@ -102,32 +104,22 @@ async def _send_error(
     await _send_json(send, info.status, info.body(), headers)
 
 
-def _access_logged(scope: Scope, send: Send) -> Send:
-    """`send`, writing the request's line to the access log once the response is sent, as
-    BentoML's access log middleware does for the requests BentoML answers (no headers, no
-    body: neither the API key nor the payment reaches the log)."""
-    started = time.perf_counter()
-    client = scope.get("client")
-    address = f"{client[0]}:{client[1]}" if client else "_"
-    status = 0
+class _Answer:
+    """The `send` of a request the gateway takes: remembers the response status, and whether
+    the request was handed on to BentoML (which then logs it itself)."""
 
-    async def logged(message: Message) -> None:
-        nonlocal status
+    __slots__ = ("handed_over", "send", "started", "status")
+
+    def __init__(self, send: Send) -> None:
+        self.send = send
+        self.started = time.perf_counter()
+        self.status = 0
+        self.handed_over = False
+
+    async def __call__(self, message: Message) -> None:
         if message["type"] == "http.response.start":
-            status = message["status"]
-        await send(message)
-        if message["type"] == "http.response.body" and not message.get("more_body"):
-            access_logger.info(
-                "%s (scheme=%s,method=%s,path=%s) (status=%d) %.3fms",
-                address,
-                scope.get("scheme", "http"),
-                scope.get("method", ""),
-                scope["path"],
-                status,
-                (time.perf_counter() - started) * 1000,
-            )
-
-    return logged
+            self.status = message["status"]
+        await self.send(message)
 
 
 class Gateway:
@@ -157,35 +149,66 @@ class Gateway:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
-            await self.app(scope, receive, self._lifespan_send(send))
+            await self.app(scope, self._lifespan_receive(receive), self._lifespan_send(send))
             return
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         path = scope["path"]
+        if path not in API_ROUTES and path not in OWN_ROUTES:
+            await self.app(scope, receive, _ErrorRewriter(send, None))
+            return
+        answer = _Answer(send)
         if path == "/readyz":
-            await self._readyz(send)
+            await self._readyz(answer)
         elif path == "/docs.json":
-            await _send_json(send, 200, service_document())
+            await _send_json(answer, 200, service_document())
         elif path == "/docs":
-            await send(
+            await answer(
                 {"type": "http.response.start", "status": 307, "headers": [(b"location", b"/")]}
             )
-            await send({"type": "http.response.body", "body": b""})
-        elif path in API_ROUTES:
-            if self.access_log and self.direct:
-                send = _access_logged(scope, send)
-            await self._api(scope, receive, send, path)
+            await answer({"type": "http.response.body", "body": b""})
         else:
-            await self.app(scope, receive, _ErrorRewriter(send, None))
+            await self._api(scope, receive, answer, path)
+            engine = self.engine or self.engines.engine
+            if engine is not None and answer.status:
+                engine.metrics.observe_request(
+                    path, answer.status, time.perf_counter() - answer.started
+                )
+        if self.access_log and not answer.handed_over:
+            self._log_access(scope, answer)
+
+    @staticmethod
+    def _log_access(scope: Scope, answer: _Answer) -> None:
+        """The request's line in BentoML's access log format, for the requests answered here
+        (no headers, no body: neither the API key nor the payment reaches the log)."""
+        client = scope.get("client")
+        access_logger.info(
+            "%s (scheme=%s,method=%s,path=%s) (status=%d) %.3fms",
+            f"{client[0]}:{client[1]}" if client else "_",
+            scope.get("scheme", "http"),
+            scope.get("method", ""),
+            scope["path"],
+            answer.status,
+            (time.perf_counter() - answer.started) * 1000,
+        )
+
+    def _lifespan_receive(self, receive: Receive) -> Receive:
+        async def wrapped() -> Message:
+            message = await receive()
+            if message.get("type") == "lifespan.shutdown" and self.thread is not None:
+                # Let the engine's last call finish before the service's shutdown hook
+                # closes the engine (the prediction log's final flush included).
+                await asyncio.to_thread(self.thread.close)
+            return message
+
+        return wrapped
 
     def _lifespan_send(self, send: Send) -> Send:
         async def wrapped(message: Message) -> None:
             # The service instance is created during startup; bind to the one of this app.
             if message.get("type") == "lifespan.startup.complete":
                 self.engine = self.engines.engine
-            elif message.get("type") == "lifespan.shutdown.complete" and self.thread is not None:
-                self.thread.close()
             await send(message)
 
         return wrapped
@@ -316,6 +339,8 @@ class Gateway:
                 return {"type": "http.request", "body": body, "more_body": False}
             return await receive()
 
+        if isinstance(send, _Answer):
+            send.handed_over = True
         token = REQUEST.set(slot)
         try:
             await self.app(scope, replay, _ErrorRewriter(send, slot))
@@ -328,7 +353,6 @@ class Gateway:
         """Validate, call the engine and serialize, exactly as the API method would."""
         route = DIRECT_ROUTES[path]
         started = time.perf_counter()
-        status = 200
         try:
             # An empty body is an empty object: the answer lists every missing field.
             request = route.request.model_validate_json(body if body.strip() else b"{}")
@@ -348,21 +372,17 @@ class Gateway:
         except ValidationError as exc:
             info = from_validation(exc.errors(include_url=False, include_context=False))
             engine.metrics.rejected.labels(info.code).inc()
-            status = info.status
             await _send_error(send, info)
         except ApiError as exc:
-            status = exc.info.status
             await _send_error(send, exc.info)
         except Exception:
             logger.exception("%s failed", path)
-            status = 500
             await _send_error(
                 send,
                 ApiErrorInfo(500, "internal_error", "an unexpected error occurred; it is logged"),
             )
         else:
             await _send_json(send, 200, payload)
-        engine.metrics.observe_request(path, status, time.perf_counter() - started)
 
     @staticmethod
     async def _read_body(receive: Receive) -> bytes | None:

@@ -2,10 +2,11 @@
 
 The gateway answers the API routes itself (see `serving.gateway`), so request counts and
 latency per route and status are `fraud_request_seconds` (a histogram; its `_count` is the
-request count). The other series are what only the service knows: decisions, the model
-version in use, model loads refused, scoring time, degraded scores, rejected requests and
-spooled, replayed and dropped prediction log rows. BentoML's own `bentoml_service_*` series
-remain for anything BentoML answers itself.
+request count), refusals (401, 413, 415, 422, 429, 503) included. The other series are
+what only the service knows: decisions, the model version in use, model loads refused,
+scoring time, degraded scores, rejected requests and spooled, replayed and dropped
+prediction log rows. BentoML's own `bentoml_service_*` series remain for anything BentoML
+answers itself.
 
 `prometheus_client` is imported only when `build_metrics` runs inside a worker, after
 BentoML has set PROMETHEUS_MULTIPROC_DIR; importing it earlier would hide these metrics
@@ -100,8 +101,8 @@ def build_metrics() -> Metrics:
         ),
         request_seconds=Histogram(
             "fraud_request_seconds",
-            "API requests answered by the gateway, by route and HTTP status, with their time "
-            "from the parsed body to the response (the _count series counts requests).",
+            "API requests, by route and HTTP status (refusals included), with their time "
+            "from arrival at the gateway to the response (the _count series counts requests).",
             ["route", "status"],
             buckets=(0.0005, 0.001, 0.0015, 0.002, 0.003, 0.005, 0.01, 0.025, 0.1, 1.0, 10.0),
         ),

@@ -303,5 +303,6 @@ def test_server_log_holds_no_key_and_no_raw_protected_attribute(server: Server) 
     time.sleep(1.0)
     text = server.log.read_text(errors="replace")
     assert "path=/predict" in text, "the access log is not in the captured output"
+    assert "path=/readyz" in text, "the gateway's own routes are missing from the access log"
     for value in (server.key, secret, wrong, marker, "41.375", "200.375"):
         assert value not in text, value

@@ -145,3 +145,24 @@ def test_the_setting(value: str, store: str, expected: bool) -> None:
     assert settings.engine_thread is expected
     with pytest.raises(ValueError, match="FRAUD_ENGINE_THREAD"):
         ServingSettings.from_env({"FRAUD_ENGINE_THREAD": "sometimes", "FRAUD_HOME": "/tmp/x"})
+
+
+def test_a_cancelled_caller_does_not_free_the_thread_early() -> None:
+    """The thread stays busy until its call has finished, even when whoever awaited the
+    call is cancelled (a started call cannot be stopped): a payment arriving meanwhile
+    waits instead of being scored on the loop beside it."""
+    engine, thread = SlowEngine(0.05), EngineThread()
+    queue = PredictQueue(engine, thread=thread)
+
+    async def scenario() -> list[Any]:
+        batch = asyncio.ensure_future(thread.call(engine.predict_batch, ["b1"]))
+        await asyncio.sleep(0.01)
+        batch.cancel()
+        await asyncio.sleep(0)
+        assert thread.busy == 1
+        return await _arrivals(queue, ["s1"], 0.0)
+
+    assert asyncio.run(scenario()) == ["scored s1"]
+    thread.close()
+    assert not engine.overlapped
+    assert [kind for kind, *_ in engine.calls] == ["batch", "predict"]

@@ -78,6 +78,7 @@ def test_bentoml_serve_scores_over_http(model_world: ModelWorld, tmp_path: Path)
             # The gateway answers the API routes in front of BentoML: its own request series.
             'fraud_request_seconds_count{route="/predict",status="200"} 1.0',
             'fraud_request_seconds_count{route="/predict",status="422"} 1.0',
+            'fraud_request_seconds_count{route="/predict",status="401"} 1.0',
             'fraud_rejected_requests_total{reason="missing_api_key"} 1.0',
             # BentoML's series remain for what BentoML answers (here /metrics itself).
             "bentoml_service_request_total",
