@@ -20,7 +20,7 @@ database.
 | `FRAUD_ONLINE_STORE_TIMEOUT_MS` | 250 | longest wait on the online store before scoring degraded |
 | `FRAUD_PREDICTION_LOG_FLUSH_MS` | 500 | how often the prediction log writes its queued rows |
 | `FRAUD_DIRECT_ANSWERS` | 1 | 0 sends requests through BentoML's request pipeline |
-| `FRAUD_ENGINE_THREAD` | auto | 1 scores on a thread beside the event loop; auto: with Redis |
+| `FRAUD_ENGINE_THREAD` | auto | 1: direct answers scored on a thread of their own; auto: Redis |
 """
 
 from __future__ import annotations
