@@ -45,7 +45,7 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 SCORING_ROUTES = frozenset({"/predict", "/predict/batch", "/predict/explain"})
 API_ROUTES = SCORING_ROUTES | {"/feedback"}
-# Answered here without the engine; everything else goes to BentoML's app.
+# Also answered here (readiness and the API document); everything else goes to BentoML.
 OWN_ROUTES = frozenset({"/readyz", "/docs.json", "/docs"})
 JSON_HEADERS = [(b"content-type", b"application/json")]
 BODY_TIMEOUT_SECONDS = 10.0
@@ -222,7 +222,7 @@ class Gateway:
         ready, body = engine.readiness()
         await _send_json(send, 200 if ready else 503, json.dumps(body).encode())
 
-    async def _api(self, scope: Scope, receive: Receive, send: Send, path: str) -> None:
+    async def _api(self, scope: Scope, receive: Receive, send: _Answer, path: str) -> None:
         engine = self.engine or self.engines.engine
         if scope["method"] != "POST":
             await _send_error(
@@ -339,8 +339,7 @@ class Gateway:
                 return {"type": "http.request", "body": body, "more_body": False}
             return await receive()
 
-        if isinstance(send, _Answer):
-            send.handed_over = True
+        send.handed_over = True
         token = REQUEST.set(slot)
         try:
             await self.app(scope, replay, _ErrorRewriter(send, slot))
