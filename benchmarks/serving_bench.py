@@ -522,6 +522,8 @@ def bench_embedded(
         "FRAUD_RATE_LIMIT_PER_MIN": "100000000",
         "FRAUD_SERVING_WORKERS": "2",
         "PYTHONPATH": str(ROOT),
+        # Its own BentoML home, so the benchmark never empties another service's metrics.
+        "BENTOML_HOME": str(folder / "bentoml"),
     }
     log = folder / "logs" / "ours.log"
     with running_server(bentoml_serve_command(port), ours_env, f"{url}/readyz", log):

@@ -397,6 +397,9 @@ class Stack:
                 **base,
                 # Each replica keeps its own model cache, as separate containers would.
                 "FRAUD_HOME": str(self.root / f"scoring-{i}"),
+                # And its own metrics: `bentoml serve` empties $BENTOML_HOME's Prometheus
+                # folder when it starts, and /metrics reports every file in it.
+                "BENTOML_HOME": str(self.root / f"scoring-{i}" / "bentoml"),
                 # One worker each unless FRAUD_SERVING_WORKERS (environment or `env`) says.
                 "FRAUD_SERVING_WORKERS": base.get("FRAUD_SERVING_WORKERS", "1"),
             }

@@ -72,7 +72,9 @@ class ModelWorld:
             for k, v in os.environ.items()
             if not k.startswith(("FRAUD_", "MLFLOW_", "PROMETHEUS_MULTIPROC_DIR", "BENTOML_"))
         }
-        return {**inherited, **self.env(home, **extra)}
+        # Its own BentoML home: `bentoml serve` empties the Prometheus folder there when it
+        # starts, which would wipe the metrics of any other service sharing it.
+        return {**inherited, "BENTOML_HOME": str(home / "bentoml"), **self.env(home, **extra)}
 
     def register(
         self,

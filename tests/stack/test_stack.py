@@ -9,6 +9,7 @@ payments produce is CRITICAL, which starts a retraining run: that is left for la
 
 import json
 import os
+import re
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -135,12 +136,18 @@ def test_replicas_share_velocity_features_through_redis(seeded: tuple[Stack, See
             json=_payment(user, start + timedelta(minutes=VELOCITY_PAYMENTS), VELOCITY_PAYMENTS),
         )
         assert explained.status_code == 200, explained.text
+        worker_pids = [
+            set(re.findall(r'fraud_model_version_info\{[^}]*pid="(\d+)"', c.get("/metrics").text))
+            for c in replicas
+        ]
     finally:
         for client in replicas:
             client.close()
     values = {c["feature"]: c["value"] for c in explained.json()["contributions"]}
     assert values["user_txn_count_1h"] == VELOCITY_PAYMENTS
     assert values["user_prior_txn_count"] == VELOCITY_PAYMENTS
+    # Each replica's /metrics reports its own workers only, as separate containers would.
+    assert all(worker_pids) and not worker_pids[0] & worker_pids[1], worker_pids
 
 
 def test_prediction_log_lands_in_postgres(seeded: tuple[Stack, SeedResult]) -> None:
