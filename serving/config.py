@@ -72,7 +72,7 @@ def _engine_thread(value: str, store_url: str) -> bool:
     value = value.strip().lower()
     if value == "auto":
         return is_remote_store(store_url)
-    if value in {"1", "true", "yes", "on"}:
+    if _flag(value):
         return True
     if value in {"0", "false", "no", "off"}:
         return False
