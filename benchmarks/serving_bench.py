@@ -28,7 +28,12 @@ apt-get if missing):
 
 It prints the wrk command of every run and, on its last line, one JSON object with
 `rps_c16`, `p99_c16_ms`, `p50_c1_ms`, `p99_c1_ms`, `mlflow_rps_c16`, `floor_rps_c16`,
-`batch_tps`, `explain_p50_ms` and the rest of the figures.
+`batch_tps`, `explain_p50_ms` and the rest of the figures. `cpu_c16` and `cpu_batch` say
+where the CPU went during the 16-connection and the batch runs (`benchmarks/cpu_meter.py`):
+the cores used by our service's event loops (`ours_main`) and its other threads
+(`ours_threads`), by Redis and PostgreSQL on the stack, and by the rest of the machine
+(wrk and the kernel), each also as µs of CPU per request or per payment; `cpu_floor_c16`
+and `cpu_mlflow_c16` the same for the references.
 
 With `--stack DIR` it benches the production topology instead: the running, seeded native
 stack in DIR (`FRAUD_RATE_LIMIT_PER_MIN=100000000 ./scripts/stack.sh up`, then
@@ -55,6 +60,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from cpu_meter import CpuMeter
 
 from fraud_pipelines.process import bentoml_serve_command, free_port, running_server
 
@@ -399,15 +405,25 @@ def write_scripts(
     return scripts
 
 
-def measure_ours(wrk: str, urls: Sequence[str], scripts: Path, seconds: int) -> dict[str, Any]:
-    """Single payments at 16 and 1 connections, batches of 1,000, and explanations."""
+def measure_ours(
+    wrk: str, urls: Sequence[str], scripts: Path, seconds: int, meter: CpuMeter
+) -> dict[str, Any]:
+    """Single payments at 16 and 1 connections, batches of 1,000, and explanations.
+
+    `meter` records where the CPU goes during the 16-connection and the batch runs.
+    """
     for url in urls:
         warm(wrk, url, scripts / "predict.lua")
-    c16 = run_split(wrk, urls, scripts / "predict.lua", 16, seconds, "ours /predict c16")
+    with meter.run() as cpu_c16:
+        c16 = run_split(wrk, urls, scripts / "predict.lua", 16, seconds, "ours /predict c16")
     c1 = run_wrk(wrk, urls[0], scripts / "predict.lua", 1, seconds, "ours /predict c1")
-    batch = run_split(wrk, urls, scripts / "batch.lua", 2, seconds, "ours /predict/batch c2")
+    with meter.run() as cpu_batch:
+        batch = run_split(wrk, urls, scripts / "batch.lua", 2, seconds, "ours /predict/batch c2")
     explain = run_wrk(wrk, urls[0], scripts / "explain.lua", 1, seconds, "ours /explain c1")
     return {
+        # Cores used by each part, and its µs of CPU per request (per payment for batches).
+        "cpu_c16": cpu_c16.report(c16["requests"]),
+        "cpu_batch": cpu_batch.report(batch["requests"] * 1000),
         "rps_c16": round(c16["rps"]),
         "p50_c16_ms": round(c16["p50_ms"], 3),
         "p99_c16_ms": c16["p99_ms"],
@@ -435,18 +451,22 @@ def measure_references(
     floor_env = {**base_env, "FLOOR_MODEL": str(model_onnx), "PYTHONPATH": str(ROOT)}
     floor = [str(BIN / "uvicorn"), "benchmarks.floor_app:app", "--workers", "2"]
     floor += ["--no-access-log", "--host", "127.0.0.1", "--port", str(port)]
-    with running_server(floor, floor_env, f"{url}/docs", logs / "floor.log"):
+    with running_server(floor, floor_env, f"{url}/docs", logs / "floor.log") as server:
         warm(wrk, url, scripts / "floor.lua")
-        f16 = run_wrk(wrk, url, scripts / "floor.lua", 16, seconds, "floor c16")
+        with CpuMeter({"floor": [server.pid]}).run() as cpu_floor:
+            f16 = run_wrk(wrk, url, scripts / "floor.lua", 16, seconds, "floor c16")
         f1 = run_wrk(wrk, url, scripts / "floor.lua", 1, seconds, "floor c1")
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     mlflow_cmd = [str(BIN / "mlflow"), "models", "serve", "-m", "models:/fraud_detector@champion"]
     mlflow_cmd += ["--env-manager", "local", "-w", "2", "-h", "127.0.0.1", "-p", str(port)]
-    with running_server(mlflow_cmd, base_env, f"{url}/health", logs / "mlflow.log"):
+    with running_server(mlflow_cmd, base_env, f"{url}/health", logs / "mlflow.log") as server:
         warm(wrk, url, scripts / "mlflow.lua")
-        m16 = run_wrk(wrk, url, scripts / "mlflow.lua", 16, seconds, "mlflow serve c16")
+        with CpuMeter({"mlflow": [server.pid]}).run() as cpu_mlflow:
+            m16 = run_wrk(wrk, url, scripts / "mlflow.lua", 16, seconds, "mlflow serve c16")
     return {
+        "cpu_floor_c16": cpu_floor.report(f16["requests"]),
+        "cpu_mlflow_c16": cpu_mlflow.report(m16["requests"]),
         "floor_rps_c16": round(f16["rps"]),
         "floor_p99_c16_ms": f16["p99_ms"],
         "floor_p50_c1_ms": f1["p50_ms"],
@@ -526,8 +546,8 @@ def bench_embedded(
         "BENTOML_HOME": str(folder / "bentoml"),
     }
     log = folder / "logs" / "ours.log"
-    with running_server(bentoml_serve_command(port), ours_env, f"{url}/readyz", log):
-        out = measure_ours(wrk, [url], scripts, seconds)
+    with running_server(bentoml_serve_command(port), ours_env, f"{url}/readyz", log) as server:
+        out = measure_ours(wrk, [url], scripts, seconds, CpuMeter({"ours": [server.pid]}))
     out.update(measure_references(wrk, folder, base_env, model_onnx, scripts, seconds))
     out["model_trees"] = tree_count(model_onnx)
     out["ratios"] = ratios(out)
@@ -551,7 +571,15 @@ def bench_stack(wrk: str, folder: Path, root: Path, run: str, seconds: int) -> d
     live = raw[stamps >= stamps.max().floor("D")].sort_values("timestamp").reset_index(drop=True)
     model_onnx, vectors = home_inputs(stack.home)
     scripts = write_scripts(folder, payloads(live), vectors, key, run, replay_days(live))
-    out = measure_ours(wrk, stack.scoring_urls, scripts, seconds)
+    pids = {name: row["pid"] for name, row in stack.status().items() if row["pid"]}
+    meter = CpuMeter(
+        {
+            "ours": [pid for name, pid in pids.items() if name.startswith("scoring-")],
+            "redis": [pids["redis"]] if "redis" in pids else [],
+            "postgres": [pids["postgres"]] if "postgres" in pids else [],
+        }
+    )
+    out = measure_ours(wrk, stack.scoring_urls, scripts, seconds, meter)
     out.update(measure_references(wrk, folder, reference_env(env), model_onnx, scripts, seconds))
     out["model_trees"] = tree_count(model_onnx)
     out["ratios"] = ratios(out)
