@@ -47,6 +47,7 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
+from cpu_meter import descendants, process_ticks
 
 from fraud_pipelines.process import free_port
 from serving.prediction_log import (
@@ -115,17 +116,8 @@ class ServerClock:
     def seconds(self) -> float | None:
         if self.postmaster is None:
             return None
-        total = 0
-        for entry in os.scandir("/proc"):
-            if not entry.name.isdigit():
-                continue
-            try:
-                fields = Path(entry.path, "stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:  # the process ended meanwhile
-                continue
-            if int(entry.name) == self.postmaster or int(fields[1]) == self.postmaster:
-                total += int(fields[11]) + int(fields[12])  # utime, stime
-        return total / os.sysconf("SC_CLK_TCK")
+        ticks = process_ticks(descendants([self.postmaster]))
+        return sum(whole for whole, _ in ticks.values()) / os.sysconf("SC_CLK_TCK")
 
 
 def measure(
