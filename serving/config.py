@@ -63,6 +63,11 @@ def is_remote_store(url: str) -> bool:
     return url.startswith(("redis://", "rediss://", "unix://"))
 
 
+def sqlite_store_path(url: str) -> Path:
+    """The file of a SQLite online store URL: a path, or `sqlite:///` and a path."""
+    return Path(url.removeprefix("sqlite:///"))
+
+
 def _engine_thread(value: str, store_url: str) -> bool:
     """Whether engine calls run on their own thread (`serving.engine_thread`).
 

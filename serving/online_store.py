@@ -27,7 +27,7 @@ from pathlib import Path
 import pandas as pd
 
 from fraud_assets.core.features import FeatureSpec
-from serving.config import is_remote_store
+from serving.config import is_remote_store, sqlite_store_path
 from serving.redis_store import RedisOnlineStore
 from serving.sqlite_store import SqliteOnlineStore
 from serving.store_api import (
@@ -64,8 +64,7 @@ def open_store(url: str, timeout_s: float = 5.0) -> OnlineStore:
     """
     if is_remote_store(url):
         return RedisOnlineStore(url, timeout_s=timeout_s)
-    path = url.removeprefix("sqlite:///") if url.startswith("sqlite:///") else url
-    return SqliteOnlineStore(Path(path))
+    return SqliteOnlineStore(sqlite_store_path(url))
 
 
 def _read_history(home: Path) -> pd.DataFrame:

@@ -23,7 +23,7 @@ from collections import defaultdict
 from collections.abc import Mapping
 from pathlib import Path
 
-from serving.config import is_remote_store
+from serving.config import is_remote_store, sqlite_store_path
 
 logger = logging.getLogger("serving.ratelimit")
 
@@ -216,5 +216,4 @@ def open_limiter(store_url: str, limit_per_min: int) -> RateLimiter:
     """A limiter whose counters live beside the online store named by `store_url`."""
     if is_remote_store(store_url):
         return RateLimiter(limit_per_min, RedisCounters(store_url))
-    path = store_url.removeprefix("sqlite:///") if store_url.startswith("sqlite:///") else store_url
-    return RateLimiter(limit_per_min, SqliteCounters(Path(path)))
+    return RateLimiter(limit_per_min, SqliteCounters(sqlite_store_path(store_url)))
