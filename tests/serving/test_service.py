@@ -456,8 +456,8 @@ def test_concurrent_singles_are_scored_together_as_if_alone(
     ) as (client, headers):
         wait_for(client, lambda b: b["ready"])
         assert ENGINES.engine.settings.engine_thread is (engine_thread == "1")
-        thread = EngineThread() if engine_thread == "1" else None
-        queue = PredictQueue(ENGINES.engine, thread=thread)
+        own_thread = EngineThread() if engine_thread == "1" else None
+        queue = PredictQueue(ENGINES.engine, thread=own_thread)
 
         async def all_at_once() -> list[Any]:
             return await asyncio.gather(
@@ -468,8 +468,8 @@ def test_concurrent_singles_are_scored_together_as_if_alone(
             )
 
         together = asyncio.run(all_at_once())
-        if thread is not None:
-            thread.close()
+        if own_thread is not None:
+            own_thread.close()
         assert (queue.batches, queue.payments) == (1, len(payments))
         # Over HTTP too: concurrent requests all answered, each with its own prediction.
         more = [transaction(model_world, 100 + i, user_id=user) for i in range(24)]
